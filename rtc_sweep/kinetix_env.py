@@ -158,17 +158,22 @@ class Env:
     def obs_dim(self, params: EnvParams) -> int:
         return int(self.kinetix.observation_space(params).shape[0])
 
-    def reset(self, level: Level) -> tuple[jax.Array, EnvState]:
-        state = level.state
+    def reset(self, level: Level | EnvState) -> tuple[jax.Array, EnvState]:
+        """The level's initial state (reset is deterministic) and its observation."""
+        state = level.state if isinstance(level, Level) else level
         return self.kinetix.get_obs(state), state
 
     def step(
-        self, key: jax.Array, state: EnvState, action: jax.Array, level: Level, params: EnvParams
+        self, key: jax.Array, state: EnvState, action: jax.Array, level: Level | EnvState, params: EnvParams
     ) -> tuple[jax.Array, EnvState, StepInfo]:
-        """Step with ``action`` (the commanded action, shape [6]); Gaussian noise is added here."""
+        """Step with ``action`` (the commanded action, shape [6]); Gaussian noise is added here.
+
+        ``level`` is the Level, or just its initial ``EnvState`` when it must be a traced jit argument (one
+        compiled program then serves every level of the same static shapes).
+        """
         noisy = action + self.action_noise_std * jax.random.normal(key, action.shape, action.dtype)
         obs, next_state, reward, done, info = self.kinetix.step_env(key, state, noisy, params)
-        reset_state = level.state
+        reset_state = level.state if isinstance(level, Level) else level
         next_state = jax.tree.map(lambda r, s: jax.lax.select(done, r, s), reset_state, next_state)
         obs = jax.lax.select(done, self.kinetix.get_obs(reset_state), obs)
         return obs, next_state, StepInfo(
