@@ -141,7 +141,7 @@ def velocity(params: Params, config: ModelConfig, obs: jax.Array, x_t: jax.Array
     for training-time RTC). Returns [B, H, A].
     """
     B, H, _ = x_t.shape
-    assert H == config.action_chunk_size, (x_t.shape, config.action_chunk_size)
+    assert config.action_chunk_size == H, (x_t.shape, config.action_chunk_size)
     assert obs.shape[0] == B, (obs.shape, x_t.shape)
     time = jnp.asarray(time, jnp.float32)
     if time.ndim == 0:
