@@ -1,0 +1,177 @@
+"""Policy files in the benchmark's pickle layout (reference-benchmark.md §4.5).
+
+The benchmark pickles ``nnx.state(policy).to_pure_dict()``: a nested dict with int keys for list entries,
+``None`` for disabled params, and jax ``ArrayImpl`` leaves of jax 0.4.35. Those leaves pickle through
+``jax._src.array._reconstruct_array(fun, args, arr_state, aval_state)``, a private function that any jax may
+rename, so the loader maps it to a numpy rebuild and never needs jax to unpickle. It also refuses every global
+outside a short allow-list: a checkpoint is data, and a pickle may otherwise run arbitrary code.
+
+Files written here hold numpy float32 leaves and load with a plain ``pickle.load`` (numpy 1.x or 2.x) and in
+the benchmark's own ``eval_flow``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pickle
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from rtc_sweep.errors import ConfigError
+from rtc_sweep.policy import ModelConfig, Params, init_params
+
+
+def _rebuild_jax_array(fun: Callable[..., np.ndarray], args: tuple[Any, ...], arr_state: Any, aval_state: Any) -> Any:
+    # What jax's _reconstruct_array does, minus the device put: numpy's own reconstruct plus __setstate__.
+    del aval_state  # only weak_type, which does not matter for stored params
+    arr = fun(*args)
+    arr.__setstate__(arr_state)
+    return arr
+
+
+_ALLOWED_GLOBALS: dict[tuple[str, str], Any] = {
+    ("jax._src.array", "_reconstruct_array"): _rebuild_jax_array,
+    ("numpy.core.multiarray", "_reconstruct"): np._core.multiarray._reconstruct,  # type: ignore[attr-defined]
+    ("numpy._core.multiarray", "_reconstruct"): np._core.multiarray._reconstruct,  # type: ignore[attr-defined]
+    ("numpy.core.multiarray", "scalar"): np._core.multiarray.scalar,  # type: ignore[attr-defined]
+    ("numpy._core.multiarray", "scalar"): np._core.multiarray.scalar,  # type: ignore[attr-defined]
+    ("numpy", "ndarray"): np.ndarray,
+    ("numpy", "dtype"): np.dtype,
+    ("builtins", "bytearray"): bytearray,
+}
+
+
+class _PolicyUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str) -> Any:
+        try:
+            return _ALLOWED_GLOBALS[(module, name)]
+        except KeyError:
+            raise pickle.UnpicklingError(f"unexpected object {module}.{name} in a policy file") from None
+
+
+class _PolicyPickler(pickle.Pickler):
+    def reducer_override(self, obj: Any) -> Any:
+        # numpy 2 pickles arrays through numpy._core, which numpy 1.x cannot import; np.ndarray(shape, dtype,
+        # buffer) over a bytearray is readable by both and gives a writeable array.
+        if type(obj) is np.ndarray:
+            arr = np.ascontiguousarray(obj)
+            return np.ndarray, (arr.shape, arr.dtype, bytearray(arr.tobytes()))
+        return NotImplemented
+
+
+def _to_jnp(tree: Any) -> Any:
+    if isinstance(tree, dict):
+        return {k: _to_jnp(v) for k, v in tree.items()}
+    if tree is None:
+        return None
+    return jnp.asarray(np.asarray(tree, dtype=np.float32))
+
+
+def _to_numpy(tree: Any) -> Any:
+    if isinstance(tree, dict):
+        return {k: _to_numpy(v) for k, v in tree.items()}
+    if tree is None:
+        return None
+    return np.asarray(tree, dtype=np.float32)
+
+
+def infer_dims(params: Params) -> tuple[int, int]:
+    """(obs_dim, action_dim) from the shapes: out_proj gives A, in_proj's rows are A + O ([x_t, obs])."""
+    action_dim = int(np.shape(params["out_proj"]["kernel"])[1])
+    return int(np.shape(params["in_proj"]["kernel"])[0]) - action_dim, action_dim
+
+
+def infer_model_config(params: Params) -> ModelConfig:
+    """The network sizes a params tree was built with (``simulated_delay`` is a training option, left None)."""
+    block = params["mlp_stack"][0]
+    H, token_hidden = np.shape(block["token_mix_in"]["kernel"])
+    C, channel_hidden = np.shape(block["channel_mix_in"]["kernel"])
+    return ModelConfig(
+        action_chunk_size=int(H),
+        channel_dim=int(C),
+        channel_hidden_dim=int(channel_hidden),
+        token_hidden_dim=int(token_hidden),
+        num_layers=len(params["mlp_stack"]),
+    )
+
+
+def _check_tree(path: Path, found: Any, expected: Any, keypath: str = "") -> None:
+    where = keypath or "<root>"
+    if isinstance(expected, dict):
+        if not isinstance(found, dict):
+            raise ConfigError("checkpoint", f"{path}: at {where}: expected a dict, found {type(found).__name__}")
+        missing = [k for k in expected if k not in found]
+        extra = [k for k in found if k not in expected]
+        if missing or extra:
+            raise ConfigError(
+                "checkpoint", f"{path}: at {where}: missing keys {missing}, unexpected keys {extra} (wrong model?)"
+            )
+        for k in expected:
+            _check_tree(path, found[k], expected[k], f"{keypath}[{k!r}]")
+    elif expected is None:
+        if found is not None:
+            raise ConfigError("checkpoint", f"{path}: at {where}: expected None, found shape {np.shape(found)}")
+    elif found is None or np.shape(found) != tuple(expected.shape):
+        got = "None" if found is None else tuple(np.shape(found))
+        raise ConfigError("checkpoint", f"{path}: at {where}: expected shape {tuple(expected.shape)}, found {got}")
+
+
+def load_policy(
+    path: str | os.PathLike[str],
+    model: ModelConfig | None = None,
+    obs_dim: int | None = None,
+    action_dim: int | None = None,
+) -> Params:
+    """Load a policy file (the benchmark's or ours) as a params tree with float32 jnp leaves.
+
+    With ``model`` given the tree is checked against it, key by key and shape by shape; ``obs_dim`` and
+    ``action_dim`` default to the ones the file implies. Every problem raises ``ConfigError("checkpoint", ...)``
+    naming the file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError("checkpoint", f"{path}: no such file")
+    try:
+        with path.open("rb") as f:
+            raw = _PolicyUnpickler(f).load()
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError) as e:
+        raise ConfigError("checkpoint", f"{path}: not a policy pickle ({e})") from e
+    if not isinstance(raw, dict) or "in_proj" not in raw or "out_proj" not in raw or "mlp_stack" not in raw:
+        raise ConfigError("checkpoint", f"{path}: not a policy in the benchmark's layout (top-level keys missing)")
+    if model is not None:
+        file_obs, file_act = infer_dims(raw)
+        expected = jax.eval_shape(
+            lambda: init_params(
+                jax.random.key(0),
+                file_obs if obs_dim is None else obs_dim,
+                file_act if action_dim is None else action_dim,
+                model,
+            )
+        )
+        _check_tree(path, raw, expected)
+    return _to_jnp(raw)
+
+
+def save_policy(path: str | os.PathLike[str], params: Params) -> None:
+    """Write ``params`` in the benchmark's layout (numpy float32 leaves, None where absent), atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tree = _to_numpy(params)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            _PolicyPickler(f).dump(tree)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
