@@ -176,11 +176,15 @@ class Env:
         reset_state = level.state if isinstance(level, Level) else level
         next_state = jax.tree.map(lambda r, s: jax.lax.select(done, r, s), reset_state, next_state)
         obs = jax.lax.select(done, self.kinetix.get_obs(reset_state), obs)
-        return obs, next_state, StepInfo(
-            reward=jnp.asarray(reward, jnp.float32),
-            done=jnp.asarray(done),
-            solved=jnp.asarray(info["GoalR"]),
-            distance=jnp.asarray(info["distance"], jnp.float32),
+        return (
+            obs,
+            next_state,
+            StepInfo(
+                reward=jnp.asarray(reward, jnp.float32),
+                done=jnp.asarray(done),
+                solved=jnp.asarray(info["GoalR"]),
+                distance=jnp.asarray(info["distance"], jnp.float32),
+            ),
         )
 
 
@@ -226,3 +230,28 @@ class FirstEpisode(NamedTuple):
             returns=jnp.where(ends, ret, self.returns),
             length=jnp.where(ends, length, self.length),
         )
+
+
+def render_rollout(
+    level: Level, params: EnvParams, actions: jax.Array, keys: jax.Array, action_noise_std: float = ACTION_NOISE_STD
+) -> jax.Array:
+    """Replay one environment with its executed ``actions`` [T, A] and per-tick action-noise ``keys`` [T] (the
+    same draws as in the rollout, so the same trajectory) and render every state: uint8 frames [T, h, w, 3]."""
+    from kinetix.render.renderer_pixels import make_render_pixels
+
+    static = level.static_params.replace(downscale=2)
+    env = make_env(level.static_params, action_noise_std)
+    render = make_render_pixels(params, static)
+
+    def body(state: EnvState, xs: tuple[jax.Array, jax.Array]) -> tuple[EnvState, EnvState]:
+        key, action = xs
+        _, state, _ = env.step(key, state, action, level.state, params)
+        return state, state
+
+    @jax.jit
+    def frames(actions: jax.Array, keys: jax.Array) -> jax.Array:
+        _, states = jax.lax.scan(body, level.state, (keys, actions))
+        pixels = jax.lax.map(render, states)  # [T, w, h, 3], x-major with y up
+        return jnp.flip(jnp.swapaxes(pixels, 1, 2), axis=1).astype(jnp.uint8)
+
+    return frames(actions, keys)

@@ -4,6 +4,6 @@ import os
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=2")
 
-from rtc_sweep.runtime import enable_compilation_cache  # noqa: E402
+from rtc_sweep.runtime import enable_compilation_cache
 
 enable_compilation_cache()

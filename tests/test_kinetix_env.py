@@ -39,7 +39,7 @@ def test_first_episode_bookkeeping_and_auto_reset():
 
     @jax.jit
     def run(key, params):
-        obs, state = env.reset(level)
+        _obs, state = env.reset(level)
 
         def body(carry, k):
             state, first = carry

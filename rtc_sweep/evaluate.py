@@ -1,0 +1,297 @@
+"""One evaluation job: a RunConfig in, one results row out (the importable entry the Hydra app calls)."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rtc_sweep.errors import ConfigError
+from rtc_sweep.run_config import RunConfig
+
+log = logging.getLogger(__name__)
+
+CHECKPOINTS_DIR = Path(__file__).resolve().parent / "checkpoints"
+
+IDENTIFYING_COLUMNS = ("profile", "method", "execute_policy", "seed", "level", "execute_horizon", "num_evals")
+METRIC_COLUMNS = (
+    "returned_episode_solved",
+    "returned_episode_returns",
+    "returned_episode_lengths",
+    "d_mean",
+    "d_p50",
+    "d_p95",
+    "d_p99",
+    "d_max",
+    "p_violate",
+    "p_late",
+    "p_underestimate",
+    "starved_ticks",
+    "mean_execute_horizon",
+    "mean_cycle_length",
+    "max_delta_action",
+    "max_ddelta_action",
+    "nfe_per_chunk",
+)
+
+
+def model_preset_name(model: Any) -> str | None:
+    from rtc_sweep.policy import MODEL_PRESETS
+
+    for name, preset in MODEL_PRESETS.items():
+        if dataclasses.replace(model, simulated_delay=None) == preset:
+            return name
+    return None
+
+
+def default_checkpoint(level: str, model: Any) -> Path | None:
+    """The shipped policy for a level and model preset: checkpoints/<level>/<preset>[_tt]/policy.pkl."""
+    preset = model_preset_name(model)
+    if preset is None:
+        return None
+    folder = preset + ("_tt" if model.simulated_delay else "")
+    path = CHECKPOINTS_DIR / level / folder / "policy.pkl"
+    return path if path.is_file() else None
+
+
+def _check_file(key: str, path: str | None) -> None:
+    if path is not None and path != "random" and not Path(path).expanduser().is_file():
+        raise ConfigError(key, f"file {path} does not exist (give a policy .pkl in the benchmark layout, or 'random')")
+
+
+def validate(cfg: RunConfig) -> None:
+    """Every check that needs no compile. Raises ConfigError naming the key."""
+    from rtc_sweep.kinetix_env import level_name
+
+    if cfg.num_evals < 1:
+        raise ConfigError("num_evals", f"{cfg.num_evals}; allowed: >= 1")
+    if cfg.num_flow_steps < 1:
+        raise ConfigError("num_flow_steps", f"{cfg.num_flow_steps}; allowed: >= 1")
+    if cfg.micro_batch < 1:
+        raise ConfigError("micro_batch", f"{cfg.micro_batch}; allowed: >= 1")
+    if cfg.max_timesteps < 1:
+        raise ConfigError("max_timesteps", f"{cfg.max_timesteps}; allowed: >= 1")
+    if cfg.action_noise_std < 0:
+        raise ConfigError("action_noise_std", f"{cfg.action_noise_std}; allowed: >= 0")
+    H = cfg.model.action_chunk_size
+    for key in ("action_chunk_size", "channel_dim", "channel_hidden_dim", "token_hidden_dim", "num_layers"):
+        if getattr(cfg.model, key) < 1:
+            raise ConfigError(f"model.{key}", f"{getattr(cfg.model, key)}; allowed: >= 1")
+    cfg.delay.validate()
+    cfg.method.validate()
+    cfg.execute.validate(H)
+    if cfg.execute.buffer_size > 64:
+        raise ConfigError("execute_policy.buffer_size", f"{cfg.execute.buffer_size}; allowed: 1..64")
+    if cfg.method.name == "training_time" and not cfg.model.simulated_delay:
+        raise ConfigError(
+            "method.name",
+            "training_time needs a policy trained with simulated delay: set model.simulated_delay (e.g. 5) and a "
+            "checkpoint fine-tuned that way",
+        )
+    name = level_name(cfg.level)
+    _check_file("checkpoint", cfg.checkpoint)
+    if cfg.checkpoint is None and default_checkpoint(name, cfg.model) is None:
+        raise ConfigError(
+            "checkpoint",
+            f"no shipped policy for level {name!r} with this model (shipped: {shipped_checkpoints() or 'none'}); "
+            "give checkpoint=<path to .pkl> or checkpoint=random",
+        )
+    _check_file("method.weak_checkpoint", cfg.method.weak_checkpoint)
+
+
+def shipped_checkpoints() -> list[str]:
+    return sorted(str(p.parent.relative_to(CHECKPOINTS_DIR)) for p in CHECKPOINTS_DIR.glob("*/*/policy.pkl"))
+
+
+def load_params(cfg: RunConfig, path: str | None, obs_dim: int, action_dim: int, salt: int = 0) -> Any:
+    import jax
+
+    from rtc_sweep.checkpoint import load_policy
+    from rtc_sweep.kinetix_env import level_name
+    from rtc_sweep.policy import init_params
+
+    if path == "random":
+        return init_params(jax.random.fold_in(jax.random.key(cfg.seed), 1000 + salt), obs_dim, action_dim, cfg.model)
+    if path is None:
+        path = str(default_checkpoint(level_name(cfg.level), cfg.model))
+    return load_policy(path, cfg.model, obs_dim, action_dim)
+
+
+@dataclasses.dataclass
+class Prepared:
+    """Everything a run needs, built once: loaded level, env, parameters, traced config arrays."""
+
+    cfg: RunConfig
+    spec: Any
+    level: Any
+    params: Any
+    weak_params: Any
+    env_params: Any
+    delay_arrays: Any
+    execute: Any
+
+
+def prepare(cfg: RunConfig, record_actions: bool = False) -> Prepared:
+    from rtc_sweep import kinetix_env
+    from rtc_sweep.timeline import ExecuteArrays, RolloutSpec
+
+    validate(cfg)
+    level = kinetix_env.load_level(cfg.level)
+    env = kinetix_env.make_env(level.static_params, action_noise_std=cfg.action_noise_std)
+    env_params = kinetix_env.env_params(level, cfg.max_timesteps)
+    obs_dim, action_dim = env.obs_dim(level.params), env.action_dim
+    params = load_params(cfg, cfg.checkpoint, obs_dim, action_dim)
+    weak = cfg.method.weak_checkpoint if cfg.method.name == "bid" else None
+    weak_params = load_params(cfg, weak, obs_dim, action_dim, salt=1) if weak else None
+    spec = RolloutSpec(
+        env=env,
+        method=cfg.method,
+        model=cfg.model,
+        num_flow_steps=cfg.num_flow_steps,
+        num_ticks=cfg.max_timesteps,
+        obs_dim=obs_dim,
+        action_dim=action_dim,
+        record_actions=record_actions,
+    )
+    return Prepared(
+        cfg=cfg,
+        spec=spec,
+        level=level,
+        params=params,
+        weak_params=weak_params,
+        env_params=env_params,
+        delay_arrays=cfg.delay.arrays(cfg.max_timesteps),
+        execute=ExecuteArrays.from_config(cfg.execute),
+    )
+
+
+def run_rollouts(prep: Prepared, progress: bool = True, injected_delays: np.ndarray | None = None) -> Any:
+    """All ``num_evals`` environments in micro-batches; returns the per-env results concatenated (numpy)."""
+    import jax
+    import jax.numpy as jnp
+    from tqdm.auto import tqdm
+
+    from rtc_sweep.timeline import make_rollout, rollout
+
+    cfg = prep.cfg
+    n_dev = len(jax.devices())
+    batch = max(n_dev, math.ceil(min(cfg.micro_batch, cfg.num_evals) / n_dev) * n_dev)
+    n_batches = math.ceil(cfg.num_evals / batch)
+    scope_batch = cfg.delay.scope == "batch"
+    if injected_delays is None:
+        fn = make_rollout(prep.spec, scope_batch)
+    else:  # tests: an injected delay sequence per env, unsharded
+        jitted = jax.jit(lambda *a, inj: rollout(prep.spec, *a, scope_batch=scope_batch, injected_delays=inj))
+    parts = []
+    bar = tqdm(total=cfg.num_evals, desc="evaluating", unit="env", disable=not progress, leave=False)
+    for b in range(n_batches):
+        idx = np.arange(b * batch, (b + 1) * batch)
+        args = (
+            prep.params, prep.weak_params, prep.level.state, prep.env_params, prep.delay_arrays, prep.execute,
+            jnp.int32(cfg.seed), jnp.asarray(idx, jnp.int32),
+        )  # fmt: skip
+        if injected_delays is None:
+            out = fn(*args)
+        else:
+            out = jitted(
+                *args,
+                inj=jnp.asarray(
+                    np.resize(injected_delays, (cfg.num_evals, injected_delays.shape[1]))[
+                        np.minimum(idx, cfg.num_evals - 1)
+                    ]
+                ),
+            )
+        keep = int(min(batch, cfg.num_evals - b * batch))
+        parts.append(jax.tree.map(lambda x, keep=keep: np.asarray(x)[:keep], out))  # drop the padding envs
+        bar.update(keep)
+    bar.close()
+    return jax.tree.map(lambda *xs: np.concatenate(xs, axis=0), *parts)
+
+
+def metrics(cfg: RunConfig, per_env: Any) -> dict[str, float]:
+    """timeline.md's metrics from the per-environment results (numpy)."""
+    delays = per_env.cycle_delay[per_env.cycle_delay >= 0].astype(np.float64)  # every cycle, all envs
+    n_cycles = max(int(per_env.n_cycles.sum()), 1)
+    first = per_env.first
+    return {
+        "returned_episode_solved": float(np.mean(first.solved)),
+        "returned_episode_returns": float(np.mean(first.returns)),
+        "returned_episode_lengths": float(np.mean(first.length)),
+        "d_mean": float(delays.mean()),
+        "d_p50": float(np.percentile(delays, 50)),
+        "d_p95": float(np.percentile(delays, 95)),
+        "d_p99": float(np.percentile(delays, 99)),
+        "d_max": float(delays.max()),
+        "p_violate": float(per_env.n_violate.sum() / n_cycles),
+        "p_late": float(per_env.n_late.sum() / n_cycles),
+        "p_underestimate": float(per_env.n_under.sum() / n_cycles),
+        "starved_ticks": float(np.mean(per_env.starved_ticks)),
+        "mean_execute_horizon": float(per_env.sum_execute_horizon.sum() / n_cycles),
+        "mean_cycle_length": float(per_env.sum_cycle_length.sum() / n_cycles),
+        "max_delta_action": float(np.mean(per_env.max_delta)),
+        "max_ddelta_action": float(np.mean(per_env.max_ddelta)),
+    }
+
+
+def evaluate(cfg: RunConfig, progress: bool = True) -> dict[str, Any]:
+    """Run one job and return its results row (identifying columns, metrics, then extras)."""
+    from rtc_sweep.kinetix_env import level_name
+    from rtc_sweep.samplers import nfe_per_chunk
+
+    t0 = time.perf_counter()
+    prep = prepare(cfg)
+    log.info("level %s loaded; compiling and running %d environments", prep.level.name, cfg.num_evals)
+    per_env = run_rollouts(prep, progress=progress)
+    wall = time.perf_counter() - t0
+    execute_horizon = cfg.execute.execute_horizon if cfg.execute.mode == "fixed" else cfg.execute.s_min
+    row: dict[str, Any] = {
+        "profile": cfg.delay.name,
+        "method": cfg.method.name,
+        "execute_policy": cfg.execute.mode,
+        "seed": cfg.seed,
+        "level": level_name(cfg.level),
+        "execute_horizon": execute_horizon,
+        "num_evals": cfg.num_evals,
+        **metrics(cfg, per_env),
+        "nfe_per_chunk": nfe_per_chunk(cfg.method, cfg.num_flow_steps, prep.weak_params is not None),
+        "delay_scope": cfg.delay.scope,
+        "delay_mode": cfg.delay.mode,
+        "estimator": cfg.execute.estimator,
+        "starvation": cfg.execute.starvation,
+        "num_flow_steps": cfg.num_flow_steps,
+        "model": model_preset_name(cfg.model) or "custom",
+        "checkpoint": cfg.checkpoint or "shipped",
+        "wall_s": round(wall, 2),
+        "env_steps_per_s": round(cfg.num_evals * cfg.max_timesteps / wall, 1),
+    }
+    return row
+
+
+def render_video(cfg: RunConfig, path: str | Path, fps: int = 15) -> Path:
+    """Write an mp4 of environment 0 of this run: the same delay, flow-noise and action-noise draws as in the
+    evaluation, so it is the trajectory that produced that environment's metrics."""
+    import imageio.v2 as imageio
+    import jax
+    import jax.numpy as jnp
+
+    from rtc_sweep.kinetix_env import render_rollout
+    from rtc_sweep.timeline import env_keys
+
+    one = dataclasses.replace(cfg, num_evals=1, micro_batch=1)
+    prep = prepare(one, record_actions=True)
+    per_env = run_rollouts(prep, progress=False)
+    _, _, action_keys, _ = env_keys(jnp.int32(cfg.seed), jnp.zeros((1,), jnp.int32), False)
+    tick_keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(action_keys[0], jnp.arange(cfg.max_timesteps))
+    frames = np.asarray(render_rollout(prep.level, prep.env_params, jnp.asarray(per_env.actions[0]), tick_keys,
+                                       cfg.action_noise_std))  # fmt: skip
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.stem + ".partial.mp4")
+    imageio.mimwrite(tmp, list(frames), fps=fps, macro_block_size=1)
+    tmp.replace(path)
+    return path
