@@ -102,25 +102,25 @@ def infer_model_config(params: Params) -> ModelConfig:
     )
 
 
-def _check_tree(path: Path, found: Any, expected: Any, keypath: str = "") -> None:
+def _tree_problems(found: Any, expected: Any, keypath: str = "") -> list[str]:
+    """What differs between a loaded tree and the expected one (of ShapeDtypeStructs and None), key by key."""
     where = keypath or "<root>"
     if isinstance(expected, dict):
         if not isinstance(found, dict):
-            raise ConfigError("checkpoint", f"{path}: at {where}: expected a dict, found {type(found).__name__}")
+            return [f"at {where}: expected a dict, found {type(found).__name__}"]
         missing = [k for k in expected if k not in found]
         extra = [k for k in found if k not in expected]
-        if missing or extra:
-            raise ConfigError(
-                "checkpoint", f"{path}: at {where}: missing keys {missing}, unexpected keys {extra} (wrong model?)"
-            )
+        problems = [f"at {where}: missing keys {missing}, unexpected keys {extra}"] if missing or extra else []
         for k in expected:
-            _check_tree(path, found[k], expected[k], f"{keypath}[{k!r}]")
-    elif expected is None:
-        if found is not None:
-            raise ConfigError("checkpoint", f"{path}: at {where}: expected None, found shape {np.shape(found)}")
-    elif found is None or np.shape(found) != tuple(expected.shape):
+            if k in found:
+                problems += _tree_problems(found[k], expected[k], f"{keypath}[{k!r}]")
+        return problems
+    if expected is None:
+        return [] if found is None else [f"at {where}: expected None, found shape {tuple(np.shape(found))}"]
+    if found is None or np.shape(found) != tuple(expected.shape):
         got = "None" if found is None else tuple(np.shape(found))
-        raise ConfigError("checkpoint", f"{path}: at {where}: expected shape {tuple(expected.shape)}, found {got}")
+        return [f"at {where}: expected shape {tuple(expected.shape)}, found {got}"]
+    return []
 
 
 def load_policy(
@@ -141,22 +141,35 @@ def load_policy(
     try:
         with path.open("rb") as f:
             raw = _PolicyUnpickler(f).load()
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError) as e:
+    except (OSError, pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError) as e:
         raise ConfigError("checkpoint", f"{path}: not a policy pickle ({e})") from e
-    if not isinstance(raw, dict) or "in_proj" not in raw or "out_proj" not in raw or "mlp_stack" not in raw:
-        raise ConfigError("checkpoint", f"{path}: not a policy in the benchmark's layout (top-level keys missing)")
-    if model is not None:
+    try:
         file_obs, file_act = infer_dims(raw)
-        expected = jax.eval_shape(
-            lambda: init_params(
-                jax.random.key(0),
-                file_obs if obs_dim is None else obs_dim,
-                file_act if action_dim is None else action_dim,
-                model,
+    except (KeyError, TypeError, ValueError, IndexError):
+        raise ConfigError(
+            "checkpoint", f"{path}: not a policy in the benchmark's layout (no in_proj/out_proj kernels)"
+        ) from None
+    if model is not None:
+        obs_dim = file_obs if obs_dim is None else obs_dim
+        action_dim = file_act if action_dim is None else action_dim
+        expected = jax.eval_shape(lambda: init_params(jax.random.key(0), obs_dim, action_dim, model))
+        # Missing or extra keys (a different layer count, a different kind of file) explain the most; say them first.
+        problems = sorted(_tree_problems(raw, expected), key=lambda p: "keys" not in p)
+        if problems:
+            more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
+            try:
+                holds = f"; the file holds {infer_model_config(raw)}, obs_dim={file_obs}, action_dim={file_act}"
+            except (KeyError, TypeError, ValueError, IndexError):
+                holds = ""
+            raise ConfigError(
+                "checkpoint",
+                f"{path} does not fit model {model} with obs_dim={obs_dim}, action_dim={action_dim}: "
+                f"{'; '.join(problems[:3])}{more}{holds}",
             )
-        )
-        _check_tree(path, raw, expected)
-    return _to_jnp(raw)
+    try:
+        return _to_jnp(raw)
+    except (TypeError, ValueError) as e:
+        raise ConfigError("checkpoint", f"{path}: a leaf is not a float array ({e})") from e
 
 
 def save_policy(path: str | os.PathLike[str], params: Params) -> None:

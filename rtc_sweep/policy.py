@@ -110,11 +110,14 @@ def _gelu(x: jax.Array) -> jax.Array:
 
 def posemb_sincos(t: jax.Array, dim: int) -> jax.Array:
     """Sin-cos embedding of flow time: [...] -> [..., dim], periods geometric from 4e-3 to 4."""
-    fraction = jnp.linspace(0.0, 1.0, dim // 2)
-    period = _MIN_PERIOD * (_MAX_PERIOD / _MIN_PERIOD) ** fraction
-    # The operation order and HIGHEST precision follow the original: angles reach ~1.6e3 rad at t = 1, where
-    # one float32 ulp already moves sin() by ~1e-4.
-    angle = jnp.einsum("...,j->...j", t, 1.0 / period * 2 * jnp.pi, precision=jax.lax.Precision.HIGHEST)
+    # Angles reach ~1.6e3 rad at t = 1, where one float32 ulp already moves sin() by ~1e-4, so rounding matters:
+    # the operation order and HIGHEST precision follow the original, and the frequencies are computed here, as one
+    # constant, so that XLA cannot reassociate t·(2π/period) differently for different shapes of t.
+    with jax.ensure_compile_time_eval():
+        fraction = jnp.linspace(0.0, 1.0, dim // 2)
+        period = _MIN_PERIOD * (_MAX_PERIOD / _MIN_PERIOD) ** fraction
+        freq = 1.0 / period * 2 * jnp.pi  # [dim // 2]
+    angle = jnp.einsum("...,j->...j", t, freq, precision=jax.lax.Precision.HIGHEST)
     return jnp.concatenate([jnp.sin(angle), jnp.cos(angle)], axis=-1)
 
 
