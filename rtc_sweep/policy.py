@@ -13,6 +13,7 @@ positions sharing a time it gives the same velocity as the former.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -121,10 +122,17 @@ def posemb_sincos(t: jax.Array, dim: int) -> jax.Array:
     return jnp.concatenate([jnp.sin(angle), jnp.cos(angle)], axis=-1)
 
 
-def _mixer_block(p: Params, x: jax.Array, cond: jax.Array) -> jax.Array:
-    # cond is [B, 1, C] (one flow time per sample) or [B, H, C] (one per position); both broadcast over x.
-    scale_1, shift_1, gate_1 = jnp.split(_linear(p["adaln_1"], cond), 3, axis=-1)
-    scale_2, shift_2, gate_2 = jnp.split(_linear(p["adaln_2"], cond), 3, axis=-1)
+# Maps per-time adaLN outputs [B, K, X] onto the chunk's positions (anything broadcastable to [B, H, X]).
+_Spread = Callable[[jax.Array], jax.Array]
+
+
+def _identity(y: jax.Array) -> jax.Array:
+    return y
+
+
+def _mixer_block(p: Params, x: jax.Array, cond: jax.Array, spread: _Spread) -> jax.Array:
+    scale_1, shift_1, gate_1 = jnp.split(spread(_linear(p["adaln_1"], cond)), 3, axis=-1)
+    scale_2, shift_2, gate_2 = jnp.split(spread(_linear(p["adaln_2"], cond)), 3, axis=-1)
 
     y = _layer_norm(x) * (1 + scale_1) + shift_1
     y = jnp.swapaxes(y, 1, 2)  # [B, C, H]: mix across the chunk's positions
@@ -137,36 +145,58 @@ def _mixer_block(p: Params, x: jax.Array, cond: jax.Array) -> jax.Array:
     return x + gate_2 * y
 
 
-def velocity(params: Params, config: ModelConfig, obs: jax.Array, x_t: jax.Array, time: jax.Array) -> jax.Array:
-    """Flow velocity v(obs, x_t, t).
+def _network(
+    params: Params, config: ModelConfig, obs: jax.Array, x_t: jax.Array, times: jax.Array, spread: _Spread
+) -> jax.Array:
+    """The mixer, conditioned on K flow times per sample (times [B, K]) that ``spread`` assigns to positions.
 
-    obs [B, O], x_t [B, H, A]; time [] or [B] (one flow time per sample) or [B, H] (one per action position,
-    for training-time RTC). Returns [B, H, A].
+    The adaLN projections are as wide as the mixer itself, so they are computed once per distinct time rather
+    than once per position: K = 1 for the samplers, 2 for training-time RTC (t and the prefix's 1).
     """
     B, H, _ = x_t.shape
     assert config.action_chunk_size == H, (x_t.shape, config.action_chunk_size)
     assert obs.shape[0] == B, (obs.shape, x_t.shape)
-    time = jnp.asarray(time, jnp.float32)
-    if time.ndim == 0:
-        time = jnp.broadcast_to(time, (B,))
-    assert time.shape in ((B,), (B, H)), (time.shape, x_t.shape)
-
-    # A per-sample time is embedded once per sample, not once per position: the adaLN projections are as wide
-    # as the mixer itself, so this halves the cost of the common case.
-    emb = posemb_sincos(time, config.channel_dim)  # [B, C] or [B, H, C]
+    emb = posemb_sincos(times, config.channel_dim)  # [B, K, C]
     layers = params["time_mlp"]["layers"]
-    cond = jax.nn.swish(_linear(layers[2], jax.nn.swish(_linear(layers[0], emb))))
-    if cond.ndim == 2:
-        cond = cond[:, None, :]  # [B, 1, C]
+    cond = jax.nn.swish(_linear(layers[2], jax.nn.swish(_linear(layers[0], emb))))  # [B, K, C]
 
     obs_tokens = jnp.broadcast_to(obs[:, None, :], (B, H, obs.shape[-1]))  # [B, H, O]
     x = _linear(params["in_proj"], jnp.concatenate([x_t, obs_tokens], axis=-1))  # [B, H, C]
     for i in range(len(params["mlp_stack"])):
-        x = _mixer_block(params["mlp_stack"][i], x, cond)
+        x = _mixer_block(params["mlp_stack"][i], x, cond, spread)
 
-    scale, shift = jnp.split(_linear(params["final_adaln"], cond), 2, axis=-1)
+    scale, shift = jnp.split(spread(_linear(params["final_adaln"], cond)), 2, axis=-1)
     x = _layer_norm(x) * (1 + scale) + shift
     return _linear(params["out_proj"], x)  # [B, H, A]
+
+
+def velocity(params: Params, config: ModelConfig, obs: jax.Array, x_t: jax.Array, time: jax.Array) -> jax.Array:
+    """Flow velocity v(obs, x_t, t).
+
+    obs [B, O], x_t [B, H, A]; time [] or [B] (one flow time per sample) or [B, H] (one per action position,
+    as training-time RTC has it). Returns [B, H, A].
+    """
+    B, H, _ = x_t.shape
+    time = jnp.asarray(time, jnp.float32)
+    if time.ndim == 0:
+        time = jnp.broadcast_to(time, (B,))
+    assert time.shape in ((B,), (B, H)), (time.shape, x_t.shape)
+    return _network(params, config, obs, x_t, time.reshape(B, -1), _identity)  # K = 1 broadcasts over positions
+
+
+def velocity_with_prefix(
+    params: Params, config: ModelConfig, obs: jax.Array, x_t: jax.Array, time: jax.Array, prefix: jax.Array
+) -> jax.Array:
+    """``velocity`` with flow time 1 at the ``prefix`` positions and ``time`` elsewhere (training-time RTC).
+
+    time [] or [B]; prefix bool [H] or [B, H]. Equal to ``velocity(..., where(prefix, 1, time))`` at the cost
+    of the per-sample network, not the per-position one.
+    """
+    B, H, _ = x_t.shape
+    time = jnp.broadcast_to(jnp.asarray(time, jnp.float32), (B,))
+    prefix = jnp.broadcast_to(prefix, (B, H))[:, :, None]  # [B, H, 1]
+    times = jnp.stack([time, jnp.ones_like(time)], axis=1)  # [B, 2]: slot 0 = t, slot 1 = the prefix's 1
+    return _network(params, config, obs, x_t, times, lambda y: jnp.where(prefix, y[:, 1:2], y[:, 0:1]))
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -204,21 +234,20 @@ def flow_loss(
 
     if config.simulated_delay is None:
         valid = None if loss_mask is None else loss_mask.astype(jnp.float32)  # [B, H]
-        time = t
-        tau = t[:, None, None]
+        x_t = (1 - t[:, None, None]) * noise + t[:, None, None] * actions
+        v = velocity(params, config, obs, x_t, t)
     else:
         logits = -jnp.arange(config.simulated_delay, dtype=jnp.float32)
         d = jax.random.categorical(delay_key, logits, shape=(B,))
         prefix = jnp.arange(H)[None, :] < d[:, None]  # [B, H]
-        time = jnp.where(prefix, 1.0, t[:, None])  # [B, H]
-        tau = time[:, :, None]
+        tau = jnp.where(prefix, 1.0, t[:, None])[:, :, None]  # [B, H, 1]: the prefix is clean actions
+        x_t = (1 - tau) * noise + tau * actions
+        v = velocity_with_prefix(params, config, obs, x_t, t, prefix)
         valid = (~prefix).astype(jnp.float32)
         if loss_mask is not None:
             valid = valid * loss_mask.astype(jnp.float32)
 
-    x_t = (1 - tau) * noise + tau * actions
-    target = actions - noise
-    sq_err = jnp.square(velocity(params, config, obs, x_t, time) - target)  # [B, H, A]
+    sq_err = jnp.square(v - (actions - noise))  # [B, H, A]
     if valid is None:
         return jnp.mean(sq_err)
     return jnp.sum(sq_err * valid[:, :, None]) / (jnp.sum(valid) * A + 1e-8)

@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 
 from rtc_sweep.errors import ConfigError
-from rtc_sweep.policy import ModelConfig, Params, velocity
+from rtc_sweep.policy import ModelConfig, Params, velocity, velocity_with_prefix
 
 METHODS = ("naive", "realtime", "hard_masking", "bid", "training_time")
 SCHEDULES = ("exp", "linear", "ones", "zeros")
@@ -167,8 +167,7 @@ def _training_time(
         # The frozen prefix enters as clean actions at flow time 1, as the network saw it in training. As in the
         # original, the returned prefix is prev + dt·v rather than prev; the executor runs prev there anyway.
         x = jnp.where(prefix[:, :, None], prev_chunk, x)
-        time = jnp.where(prefix, 1.0, t)  # [B, H]
-        return x + dt * velocity(params, model, obs, x, time)
+        return x + dt * velocity_with_prefix(params, model, obs, x, t, prefix)
 
     return _euler(step, noise, num_flow_steps)
 

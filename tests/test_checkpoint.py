@@ -13,7 +13,16 @@ import pytest
 
 from rtc_sweep.checkpoint import infer_dims, infer_model_config, load_policy, save_policy
 from rtc_sweep.errors import ConfigError
-from rtc_sweep.policy import MODEL_PRESETS, ModelConfig, Params, flow_loss, init_params, simulated_delay_probs, velocity
+from rtc_sweep.policy import (
+    MODEL_PRESETS,
+    ModelConfig,
+    Params,
+    flow_loss,
+    init_params,
+    simulated_delay_probs,
+    velocity,
+    velocity_with_prefix,
+)
 
 TINY = ModelConfig(channel_dim=16, channel_hidden_dim=32, token_hidden_dim=8, num_layers=2)
 OBS, A = 5, 3
@@ -146,6 +155,16 @@ def test_per_position_time_equal_to_scalar_time_gives_identical_velocity() -> No
     # and per-position time is really used
     mixed = jnp.broadcast_to(t[:, None], (4, 8)).at[:, :2].set(1.0)
     assert not np.allclose(_velocity(params, TINY, obs, x_t, mixed), per_sample, atol=1e-4)
+
+
+def test_velocity_with_prefix_is_per_position_velocity() -> None:
+    params = _live_params()
+    obs, x_t = _batch()
+    t = jnp.array([0.0, 0.3, 0.71, 0.9])
+    prefix = jnp.arange(8)[None] < jnp.array([0, 1, 3, 8])[:, None]  # [B, H]
+    per_position = _velocity(params, TINY, obs, x_t, jnp.where(prefix, 1.0, t[:, None]))
+    fast = jax.jit(velocity_with_prefix, static_argnums=1)(params, TINY, obs, x_t, t, prefix)
+    np.testing.assert_allclose(fast, per_position, atol=1e-6, rtol=0)
 
 
 def test_fresh_policy_blocks_start_as_identity() -> None:
