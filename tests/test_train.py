@@ -1,0 +1,200 @@
+"""The trainers on tiny shapes: files land in the documented layouts, losses are finite and go down, runs resume."""
+
+import dataclasses
+import json
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hydra import compose, initialize_config_dir
+
+from rtc_sweep.checkpoint import load_policy
+from rtc_sweep.policy import MODEL_PRESETS
+from rtc_sweep.train import config as train_config
+from rtc_sweep.train.collect import CollectConfig, collect
+from rtc_sweep.train.flow_bc import FlowBCConfig, OptimConfig, Stream, chunk_at, train_flow
+from rtc_sweep.train.ppo import PPOConfig, train_ppo
+from rtc_sweep.train.self_imitation import SelfImitationConfig, run_self_imitation
+
+CONF = Path(__file__).resolve().parents[1] / "conf" / "train"
+SMALL = MODEL_PRESETS["small"]
+POLICY = "worlds_l_grasp_easy.pkl"
+
+
+@pytest.fixture(scope="module")
+def ppo_run(tmp_path_factory):
+    cfg = PPOConfig(
+        run_dir=str(tmp_path_factory.mktemp("logs-expert") / "tiny"),
+        num_seeds=2,
+        num_updates=4,
+        log_interval=2,
+        num_steps=16,
+        num_envs=4,
+        num_minibatches=2,
+        num_epochs=3,
+    )
+    last = train_ppo(cfg, progress=False)
+    return cfg, last
+
+
+def test_ppo_writes_the_benchmark_layout_and_its_losses_go_down(ppo_run):
+    cfg, last = ppo_run
+    run = Path(cfg.run_dir)
+    for seed in (0, 1):
+        for update in (0, 2):
+            stats = json.loads((run / f"seed_{seed}" / str(update) / "stats" / "worlds_l_grasp_easy.json").read_text())
+            assert all(np.isfinite(v) for v in stats.values())
+            for key in ("pg_loss", "v_loss", "clipfrac", "approx_kl", "loss", "grad_norm", "returned_episode_solved"):
+                assert key in stats
+            # Later passes over the same rollout fit it better.
+            assert stats["v_loss_last_epoch"] < stats["v_loss_first_epoch"]
+    with (run / "seed_1" / "2" / "policies" / POLICY).open("rb") as f:
+        import pickle
+
+        params = pickle.load(f)
+    assert params["actor"]["layers"][0]["kernel"].shape == (4 * 679 + 6, 256)
+    assert params["critic"]["layers"][4]["kernel"].shape == (256, 1)
+    assert params["logstd"].shape == (6,)
+    assert len(last) == 2
+
+
+def test_ppo_resumes_after_its_last_block(ppo_run):
+    cfg, _ = ppo_run
+    train_ppo(dataclasses.replace(cfg, num_updates=6), progress=False)
+    assert (Path(cfg.run_dir) / "seed_0" / "4" / "stats" / "worlds_l_grasp_easy.json").is_file()
+
+
+@pytest.fixture(scope="module")
+def dataset(ppo_run):
+    cfg, _ = ppo_run
+    out = collect(CollectConfig(run_dir=cfg.run_dir, num_envs=4, batch_size=32, num_steps=128), progress=False)
+    return cfg, out
+
+
+def test_collection_writes_benchmark_keys_time_major(dataset):
+    cfg, path = dataset
+    assert path == Path(cfg.run_dir) / "data" / "worlds_l_grasp_easy.npz"
+    with np.load(path) as data:
+        assert data["obs"].shape == (32, 4, 679)
+        assert data["obs"].dtype == np.float32
+        assert data["action"].shape == (32, 4, 6)
+        for key, dtype in (("done", bool), ("solved", bool), ("return_", np.float32), ("length", np.int32)):
+            assert data[key].shape == (32, 4)
+            assert data[key].dtype == dtype
+    selection = json.loads(path.with_suffix(".selection.json").read_text())
+    # Tiny experts solve nothing: every seed is masked, and the mixture falls back to all of them.
+    assert selection["all_masked"] == all(selection["masked"])
+    assert len(selection["experts"]) == 2
+
+
+def test_flow_bc_on_collected_data_resumes_and_loads(dataset, tmp_path):
+    _, path = dataset
+    cfg = FlowBCConfig(
+        data_path=str(path),
+        run_dir=str(tmp_path / "logs-bc"),
+        model=SMALL,
+        optim=OptimConfig(batch_size=16, warmup_steps=1),
+        num_epochs=1,
+    )
+    history = train_flow(cfg, progress=False)
+    assert np.isfinite(history[0]["loss"])
+    history = train_flow(dataclasses.replace(cfg, num_epochs=2), progress=False)
+    assert [h["epoch"] for h in history] == [0, 1]
+    params = load_policy(tmp_path / "logs-bc" / "1" / "policies" / POLICY, SMALL)
+    assert params["in_proj"]["kernel"].shape == (6 + 679, 64)
+
+
+def test_flow_fit_lowers_the_loss_and_tt_rtc_fine_tunes_from_it(tmp_path):
+    rng = np.random.default_rng(0)
+    n = 2048
+    obs = rng.normal(size=(n, 679)).astype(np.float32)
+    action = np.tanh(obs[:, :6]).astype(np.float32)
+    done = np.zeros(n, bool)
+    done[63::64] = True
+    data = tmp_path / "data.npz"
+    np.savez(data, obs=obs.astype(np.float16), action=action, done=done)
+    cfg = FlowBCConfig(
+        data_path=str(data),
+        run_dir=str(tmp_path / "bc"),
+        model=SMALL,
+        optim=OptimConfig(batch_size=64, warmup_steps=1, learning_rate=1e-3),
+        num_epochs=1,
+    )
+    (stats,) = train_flow(cfg, progress=False)
+    assert stats["loss_last"] < 0.8 * stats["loss_first"]
+    tt = dataclasses.replace(
+        cfg,
+        run_dir=str(tmp_path / "tt"),
+        model=dataclasses.replace(SMALL, simulated_delay=5),
+        load_dir=str(tmp_path / "bc" / "0"),
+        max_steps_per_epoch=4,
+    )
+    (tt_stats,) = train_flow(tt, progress=False)
+    assert np.isfinite(tt_stats["loss"])
+    assert (tmp_path / "tt" / "0" / "policies" / POLICY).is_file()
+
+
+def test_chunks_are_masked_from_the_first_done_on():
+    action = jnp.arange(10, dtype=jnp.float32)[:, None] + 1.0  # [N, 1]
+    done = jnp.zeros(10, bool).at[3].set(True)
+    stream = Stream(jnp.zeros((10, 2)), action, done)
+    _, chunks = chunk_at(stream, jnp.array([0, 4]), 4)
+    np.testing.assert_array_equal(chunks[0, :, 0], [1, 2, 3, 0])  # the benchmark zeroes the done step too
+    np.testing.assert_array_equal(chunks[1, :, 0], [5, 6, 7, 8])
+
+
+def test_self_imitation_writes_iterations_and_resumes(tmp_path):
+    cfg = SelfImitationConfig(
+        run_dir=str(tmp_path / "si"),
+        model=SMALL,
+        optim=OptimConfig(batch_size=8, warmup_steps=1),
+        num_iterations=1,
+        init_candidates=2,
+        collect_envs=8,
+        eval_envs=4,
+        num_ticks=48,
+        grad_steps=3,
+    )
+    best = run_self_imitation(cfg, progress=False)
+    run = tmp_path / "si"
+    assert (run / "0" / "policies" / POLICY).is_file()
+    stats = json.loads((run / "1" / "stats.json").read_text())
+    assert 0.0 <= stats["eval"]["returned_episode_solved"] <= 1.0
+    assert all(np.isfinite(v) for v in stats["fit"].values())
+    with np.load(run / "1" / "data" / "worlds_l_grasp_easy.npz") as data:
+        assert set(data.files) == {"obs", "action", "done", "solved", "return_", "length"}
+        assert data["obs"].dtype == np.float16
+        if data["done"].size:  # only solved episodes are kept, each ending on its done row
+            assert data["done"][-1] and data["solved"][data["done"]].all()
+    assert json.loads((run / "best.json").read_text()) == best
+    run_self_imitation(dataclasses.replace(cfg, num_iterations=2), progress=False)
+    assert (run / "2" / "stats.json").is_file()
+    load_policy(run / "2" / "policies" / POLICY, SMALL)
+
+
+@pytest.mark.parametrize("task", ["self_imitation", "ppo", "collect", "flow", "flow_tt"])
+def test_every_task_config_composes(task):
+    train_config.register()
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(
+            "config",
+            overrides=[f"task={task}", "model=small"]
+            + (["task.run_path=runs/x"] if task in ("collect", "flow", "flow_tt") else []),
+        )
+    runtime = train_config.to_runtime(cfg, "small")
+    assert runtime.level == "grasp_easy"
+    if task == "flow_tt":
+        assert runtime.model.simulated_delay == 5
+        assert runtime.num_epochs == 8
+
+
+def test_a_config_typo_fails_at_composition():
+    train_config.register()
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"), pytest.raises(Exception, match="grad_stepz"):
+        compose("config", overrides=["task.grad_stepz=3"])
+
+
+def test_device_count_is_two_for_sharding():
+    assert jax.device_count() == 2
