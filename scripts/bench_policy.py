@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -31,8 +32,8 @@ METHOD_CONFIGS = {
 }
 
 
-def time_chunk(method: MethodConfig, model_name: str, batch: int, steps: int, reps: int) -> tuple[float, float]:
-    """(median seconds per chunk, compile seconds)."""
+def make_call(method: MethodConfig, model_name: str, batch: int, steps: int) -> Callable[[], None]:
+    """A zero-argument call that samples one chunk (compiled on first use)."""
     model = MODEL_PRESETS[model_name]
     H = model.action_chunk_size
     k_params, k_obs, k_prev, k_noise = jax.random.split(jax.random.key(0), 4)
@@ -44,19 +45,30 @@ def time_chunk(method: MethodConfig, model_name: str, batch: int, steps: int, re
     delay = jnp.arange(batch, dtype=jnp.int32) % 5
     horizon = jnp.full((batch,), H - 4, jnp.int32)
     sample = jax.jit(sample_chunk, static_argnums=(0, 2, 8))
+    return lambda: sample(method, params, model, obs, noise, prev, delay, horizon, steps).block_until_ready()
 
-    def run() -> None:
-        sample(method, params, model, obs, noise, prev, delay, horizon, steps).block_until_ready()
 
-    start = time.perf_counter()
-    run()  # compile + first run
-    compile_s = time.perf_counter() - start
-    times = []
-    for _ in range(reps):
+def time_model(
+    model_name: str, methods: list[str], batch: int, steps: int, reps: int
+) -> dict[str, tuple[float, float]]:
+    """{method: (median seconds per chunk, compile seconds)} for one model size.
+
+    The repetitions go round the methods in turn, so that a machine shared with other work slows them alike and
+    the ratios stay meaningful even when the absolute times do not.
+    """
+    calls, compile_s = {}, {}
+    for name in methods:
+        calls[name] = make_call(METHOD_CONFIGS[name], model_name, batch, steps)
         start = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times), compile_s
+        calls[name]()  # compile + first run
+        compile_s[name] = time.perf_counter() - start
+    times: dict[str, list[float]] = {name: [] for name in methods}
+    for _ in range(reps):
+        for name in methods:
+            start = time.perf_counter()
+            calls[name]()
+            times[name].append(time.perf_counter() - start)
+    return {name: (statistics.median(times[name]), compile_s[name]) for name in methods}
 
 
 def main() -> None:
@@ -77,15 +89,13 @@ def main() -> None:
     print("| model | method | NFE/chunk | ms/chunk | vs naive | compile s |")
     print("| --- | --- | ---: | ---: | ---: | ---: |")
     for model_name in args.models:
-        naive_s: float | None = None
-        for name in args.methods:
+        results = time_model(model_name, args.methods, args.batch, args.steps, args.reps)
+        naive_s = results["naive"][0] if "naive" in results else None
+        for name, (seconds, compile_s) in results.items():
             method = METHOD_CONFIGS[name]
-            seconds, compile_s = time_chunk(method, model_name, args.batch, args.steps, args.reps)
-            if name == "naive":
-                naive_s = seconds
             ratio = f"{seconds / naive_s:.2f}x" if naive_s else "n/a"
-            nfe = nfe_per_chunk(method, args.steps)
             label = f"bid-{method.n_samples}" if name == "bid" else name
+            nfe = nfe_per_chunk(method, args.steps)
             print(f"| {model_name} | {label} | {nfe} | {seconds * 1e3:.2f} | {ratio} | {compile_s:.1f} |", flush=True)
 
 
