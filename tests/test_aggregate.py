@@ -1,0 +1,174 @@
+"""Aggregation over synthetic sweep folders (real configs, made-up metrics): tables, verdict, pairs, figures."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig, OmegaConf
+
+from rtc_sweep.aggregate import AggregateCallback, aggregate, main
+from rtc_sweep.app import results_row
+from rtc_sweep.config import config_hash, register_configs, to_job_config
+from rtc_sweep.io import RESULTS_FILE, SKIPPED_FILE, write_csv
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _registered() -> None:
+    register_configs()
+
+
+def compose_config(overrides: list[str]) -> DictConfig:
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose("config", overrides=["checkpoint=random", *overrides])
+
+
+def make_job(sweep: Path, overrides: list[str], results: bool = True, **metrics: float) -> Path:
+    """A job folder as a sweep leaves it: .hydra/config.yaml, and results.csv with the given metrics."""
+    from rtc_sweep.evaluate import IDENTIFYING_COLUMNS, METRIC_COLUMNS
+
+    cfg = compose_config(overrides)
+    job = to_job_config(cfg)
+    folder = sweep / ",".join(overrides)
+    (folder / ".hydra").mkdir(parents=True)
+    OmegaConf.save(cfg, folder / ".hydra" / "config.yaml")
+    if results:
+        run = job.run
+        row: dict[str, Any] = dict.fromkeys(METRIC_COLUMNS, 0.0)
+        row.update(
+            profile=run.delay.name, method=run.method.name, execute_policy=run.execute.mode, seed=run.seed,
+            level=run.level, execute_horizon=run.execute.execute_horizon, num_evals=run.num_evals, **metrics,
+        )  # fmt: skip
+        out, columns = results_row({c: row[c] for c in (*IDENTIFYING_COLUMNS, *METRIC_COLUMNS)}, job,
+                                   config_hash(run))  # fmt: skip
+        write_csv(folder / RESULTS_FILE, [out], columns)
+    return folder
+
+
+SOLVED = {  # (profile, method) -> solved per seed 0, 1, 2
+    ("long_tail", "naive"): [0.4, 0.5, 0.6],
+    ("long_tail", "realtime"): [0.5, 0.6, 0.7],
+    ("tail_controlled", "naive"): [0.1, 0.2, 0.3],
+    ("tail_controlled", "realtime"): [0.55, 0.6, 0.65],
+}
+
+
+@pytest.fixture
+def tail_sweep(tmp_path: Path) -> Path:
+    for (profile, method), solved in SOLVED.items():
+        for seed, s in enumerate(solved):
+            make_job(
+                tmp_path, [f"delay_profile={profile}", f"method={method}", f"seed={seed}"],
+                returned_episode_solved=s, d_p99=4.0 if profile == "long_tail" else 2.0,
+                p_violate=0.04 if profile == "long_tail" else 0.0, max_ddelta_action=4.5 if method == "naive" else 3.7,
+            )  # fmt: skip
+    return tmp_path
+
+
+def read(path: Path) -> list[dict[str, str]]:
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def test_tables_verdict_and_pairs(tail_sweep: Path) -> None:
+    report = aggregate(tail_sweep)
+    assert report.headline() == "12 jobs: 12 complete, 0 incomplete"
+
+    rows = read(tail_sweep / "results_all.csv")
+    assert len(rows) == 12 and "job" in rows[0] and "delay_profile.tail_cap" in rows[0]
+
+    summary = {(r["profile"], r["method"]): r for r in read(tail_sweep / "summary.csv")}
+    assert set(summary) == set(SOLVED)
+    rt = summary["long_tail", "realtime"]
+    assert rt["n_seeds"] == "3"
+    assert float(rt["returned_episode_solved_mean"]) == pytest.approx(0.6)
+    assert float(rt["returned_episode_solved_std"]) == pytest.approx(0.1)
+    lo, hi = float(rt["returned_episode_solved_ci_low"]), float(rt["returned_episode_solved_ci_high"])
+    assert 0.5 <= lo <= 0.6 <= hi <= 0.7
+
+    md = (tail_sweep / "summary.md").read_text()
+    assert "**exp-delta verdict (realtime): PASS**" in md
+    # naive loses 0.3 of its solve rate under tail control, more than one std: that row fails.
+    naive_line = next(line for line in md.splitlines() if line.startswith("| naive") and "→" in line)
+    assert "FAIL" in naive_line
+    # Paired (same profile and seed): realtime − naive is +0.1 on long_tail for every seed, so std 0.
+    assert "| long_tail | fixed | grasp_easy | 4 | 256 | realtime | 3 | 0.100 ± 0.000" in md
+    for png in ("solved_by_profile.png", "jerk_by_profile.png", "delay_distribution.png"):
+        assert (tail_sweep / png).stat().st_size > 1000, png
+
+
+def test_incomplete_jobs_are_reported_not_averaged(tmp_path: Path) -> None:
+    make_job(tmp_path, ["seed=0"], returned_episode_solved=0.5)
+    make_job(tmp_path, ["seed=1"], results=False)
+    partial = make_job(tmp_path, ["seed=2"], returned_episode_solved=0.9)
+    (partial / RESULTS_FILE).write_text((partial / RESULTS_FILE).read_text()[:120])
+    stale = make_job(tmp_path, ["seed=3"], returned_episode_solved=0.9)
+    OmegaConf.save(compose_config(["seed=4"]), stale / ".hydra" / "config.yaml")  # rerun started with a new config
+    skipped = make_job(tmp_path, ["seed=5"], results=False)
+    (skipped / SKIPPED_FILE).write_text("skipped: outside the grid\n")
+
+    report = aggregate(tmp_path, make_figures=False)
+    assert (report.count("complete"), report.count("incomplete"), report.count("skipped")) == (1, 3, 1)
+    assert [r["seed"] for r in read(tmp_path / "results_all.csv")] == ["0"]
+    summary = read(tmp_path / "summary.csv")
+    assert len(summary) == 1 and summary[0]["n_seeds"] == "1"
+    assert float(summary[0]["returned_episode_solved_mean"]) == 0.5
+    md = (tmp_path / "summary.md").read_text()
+    assert "## Incomplete jobs" in md
+    for reason in ("no results.csv", "partial or unreadable", "another config"):
+        assert reason in md, reason
+    assert "skipped by design" in md
+
+
+def test_expected_jobs_count_the_ones_never_started(tmp_path: Path) -> None:
+    make_job(tmp_path, ["method=naive", "seed=0"], returned_episode_solved=0.5)
+    OmegaConf.save(
+        OmegaConf.create({"hydra": {"sweeper": {"params": {"method": "naive,realtime"}},
+                                    "overrides": {"task": ["seed=range(0,3)", "num_evals=256"]}}}),
+        tmp_path / "multirun.yaml",
+    )  # fmt: skip
+    report = aggregate(tmp_path, make_figures=False)
+    assert report.expected == 6 and report.not_started == 5
+    assert "6 jobs: 1 complete, 0 incomplete, 5 not started" in (tmp_path / "summary.md").read_text()
+
+
+def test_batch_scope_is_flagged(tmp_path: Path) -> None:
+    for seed in range(2):
+        make_job(tmp_path, ["delay_profile.scope=batch", f"seed={seed}"], returned_episode_solved=0.5)
+    aggregate(tmp_path, make_figures=False)
+    assert "delay_scope = batch" in (tmp_path / "summary.md").read_text()
+
+
+def test_fixed_delay_sweep_groups_by_the_swept_delay(tmp_path: Path) -> None:
+    for method in ("naive", "realtime"):
+        for d in range(3):
+            for s in sorted({max(d, 1), 4}):
+                make_job(
+                    tmp_path,
+                    ["+experiment=fixed_delay_sweep", f"method={method}", f"delay_profile.fixed_delay={d}",
+                     f"execute_policy.execute_horizon={s}"],
+                    returned_episode_solved=0.9 - 0.1 * d - (0.2 if method == "naive" else 0.0),
+                )  # fmt: skip
+    aggregate(tmp_path)
+    summary = read(tmp_path / "summary.csv")
+    assert "delay_profile.fixed_delay" in summary[0]
+    naive_d2 = [r for r in summary if r["method"] == "naive" and r["delay_profile.fixed_delay"] == "2"]
+    assert len(naive_d2) == 2  # one group per execute horizon
+    assert all(float(r["returned_episode_solved_mean"]) == pytest.approx(0.5) for r in naive_d2)
+    assert (tmp_path / "fixed_delay_solved.png").stat().st_size > 1000
+
+
+def test_cli_and_callback_are_rerunnable(tail_sweep: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([str(tail_sweep), "--no-figures"]) == 0
+    first = (tail_sweep / "summary.csv").read_text()
+    AggregateCallback().on_multirun_end(OmegaConf.create({"hydra": {"sweep": {"dir": str(tail_sweep)}}}))
+    assert (tail_sweep / "summary.csv").read_text() == first  # same CIs: the bootstrap is seeded
+    assert "12 jobs: 12 complete" in capsys.readouterr().out
+    assert main([str(tail_sweep / "nope")]) == 2
+    (tail_sweep / "empty").mkdir()
+    assert main([str(tail_sweep / "empty")]) == 1

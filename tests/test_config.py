@@ -1,0 +1,289 @@
+"""The config tree: every option and preset composes and converts; every bad value fails naming its key, early."""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.errors import HydraException
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from rtc_sweep import config as config_module
+from rtc_sweep.config import (
+    RtcSweepSchema,
+    command_line,
+    config_columns,
+    config_hash,
+    expand_int_ranges,
+    register_configs,
+    to_job_config,
+)
+from rtc_sweep.errors import ConfigError
+from rtc_sweep.launch import register_launcher
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+GROUPS = ("level", "delay_profile", "method", "execute_policy", "model", "experiment")
+# Runs that must pass validation need a policy; the shipped ones may not exist where tests run.
+RANDOM = "checkpoint=random"
+
+
+def options(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _registered() -> None:
+    register_configs()
+    register_launcher()
+
+
+def compose_config(overrides: list[str], hydra: bool = False) -> DictConfig:
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose("config", overrides=overrides, return_hydra_config=hydra)
+
+
+def all_options() -> Iterator[tuple[str, str]]:
+    for group in GROUPS:
+        for option in options(group):
+            yield group, option
+
+
+def test_every_group_has_its_options() -> None:
+    from rtc_sweep.kinetix_env import BENCHMARK_LEVELS
+
+    assert set(options("level")) == set(BENCHMARK_LEVELS)
+    assert set(options("method")) == {"naive", "realtime", "hard_masking", "bid", "training_time"}
+    assert set(options("execute_policy")) == {"fixed", "adaptive"}
+    assert set(options("model")) == {"default", "small"}
+    assert {"fixed", "long_tail", "tail_controlled", "uniform", "trace_example", "lognormal", "pareto"} <= set(
+        options("delay_profile")
+    )
+    assert {"tail_v1", "fixed_delay_sweep", "smoke"} <= set(options("experiment"))
+
+
+@pytest.mark.parametrize(("group", "option"), list(all_options()))
+def test_option_composes_converts_and_validates(group: str, option: str) -> None:
+    override = f"+experiment={option}" if group == "experiment" else f"{group}={option}"
+    extra = ["model.simulated_delay=5"] if option == "training_time" else []
+    cfg = compose_config([override, RANDOM, *extra])
+    job = to_job_config(cfg)
+    if group == "level":
+        assert job.run.level == option
+    if group == "method":
+        assert job.run.method.name == option
+    if group == "execute_policy":
+        assert job.run.execute.mode == option
+    config_module.validate(job)
+    assert dataclasses.replace(job.run) == job.run  # frozen, comparable
+    hash(job.run)
+
+
+def test_default_config() -> None:
+    job = to_job_config(compose_config([]))
+    assert job.run.level == "grasp_easy"
+    assert job.run.delay.name == "long_tail"
+    assert job.run.method.name == "realtime"
+    assert job.run.checkpoint is None
+    config_module.validate(job)  # a shipped policy exists for the default level and model
+    assert (job.video, job.resume, job.reference_grid_only) == (False, True, False)
+
+
+def test_delay_profiles_match_the_presets() -> None:
+    from rtc_sweep.delays import PRESETS
+
+    for name in options("delay_profile"):
+        assert to_job_config(compose_config([f"delay_profile={name}"])).run.delay == PRESETS[name], name
+
+
+def test_models_match_the_presets() -> None:
+    from rtc_sweep.policy import MODEL_PRESETS
+
+    for name in options("model"):
+        assert to_job_config(compose_config([f"model={name}"])).run.model == MODEL_PRESETS[name], name
+
+
+def test_schemas_mirror_the_runtime_dataclasses() -> None:
+    from rtc_sweep.delays import DelayProfile
+    from rtc_sweep.policy import ModelConfig
+    from rtc_sweep.run_config import ExecutePolicy
+    from rtc_sweep.samplers import MethodConfig
+
+    pairs = [
+        (config_module.DelayProfileSchema, DelayProfile),
+        (config_module.MethodSchema, MethodConfig),
+        (config_module.ExecutePolicySchema, ExecutePolicy),
+        (config_module.ModelSchema, ModelConfig),
+    ]
+    for schema, runtime in pairs:
+        assert [f.name for f in dataclasses.fields(schema)] == [f.name for f in dataclasses.fields(runtime)], schema
+
+
+def test_every_schema_field_has_a_comment() -> None:
+    source = Path(config_module.__file__).read_text()
+    lines = source.splitlines()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.ClassDef) and node.name.endswith("Schema"):
+            for stmt in node.body:
+                if isinstance(stmt, ast.AnnAssign):
+                    assert "#" in lines[stmt.end_lineno - 1], f"{node.name}.{ast.unparse(stmt.target)} has no comment"
+
+
+def test_tail_v1_is_exp_delta_matrix() -> None:
+    cfg = compose_config(["+experiment=tail_v1"], hydra=True)
+    job = to_job_config(OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]))
+    assert (job.run.level, job.run.num_evals, job.run.execute.execute_horizon) == ("grasp_easy", 256, 1)
+    assert str(cfg.hydra.mode) == "RunMode.MULTIRUN"
+    assert dict(cfg.hydra.sweeper.params) == {
+        "delay_profile": "long_tail,tail_controlled",
+        "method": "naive,realtime",
+        "seed": "range(0,5)",
+    }
+
+
+def test_fixed_delay_sweep_covers_the_paper_grid() -> None:
+    from rtc_sweep.config import in_reference_grid
+
+    cfg = compose_config(["+experiment=fixed_delay_sweep"], hydra=True)
+    params = cfg.hydra.sweeper.params
+    assert params["method"] == "naive,realtime,bid,hard_masking"
+    inside = []
+    for d in range(5):
+        for s in range(1, 9):
+            job = to_job_config(compose_config(["+experiment=fixed_delay_sweep", f"delay_profile.fixed_delay={d}",
+                                                f"execute_policy.execute_horizon={s}"]))  # fmt: skip
+            assert job.reference_grid_only
+            if in_reference_grid(job.run):
+                inside.append((d, s))
+    assert len(inside) == 24
+    assert params["delay_profile.fixed_delay"] == "range(0,5)"
+    assert params["execute_policy.execute_horizon"] == "range(1,9)"
+
+
+def test_smoke_is_small_and_random() -> None:
+    job = to_job_config(compose_config(["+experiment=smoke"]))
+    assert job.run.checkpoint == "random"
+    assert job.run.model.channel_dim == 64
+    assert job.run.num_evals <= 16 and job.run.max_timesteps <= 64
+
+
+def test_slurm_and_gpu_pool_launchers_compose() -> None:
+    slurm = compose_config(["hydra/launcher=slurm"], hydra=True).hydra.launcher
+    assert slurm._target_.endswith("SlurmLauncher")
+    assert slurm.gpus_per_node == 1 and slurm.max_num_timeout > 0 and slurm.additional_parameters.requeue
+    pool = compose_config(["hydra/launcher=gpu_pool", "hydra.launcher.gpus=[0,1]"], hydra=True).hydra.launcher
+    assert list(pool.gpus) == [0, 1] and pool.jobs_per_gpu == 1
+
+
+def test_seed_ranges() -> None:
+    assert expand_int_ranges(["seed=0-4"]) == ["seed=range(0,5)"]
+    assert expand_int_ranges(["+seed=2-3", "delay_profile.fixed_delay=0-4"]) == [
+        "+seed=range(2,4)",
+        "delay_profile.fixed_delay=range(0,5)",
+    ]
+    # Not integer keys, or not a range: untouched.
+    untouched = ["hydra.sweep.dir=2025-06", "level.name=a-b", "seed=3", "seed=range(0,5)", "seed=1,2"]
+    assert expand_int_ranges(untouched) == untouched
+    with pytest.raises(ConfigError, match="seed"):
+        expand_int_ranges(["seed=4-2"])
+    assert command_line(["a=1", "-m", "seed=0-1"]) == ["-m", "a=1", "seed=range(0,2)"]
+
+
+def test_config_columns_and_hash() -> None:
+    run = to_job_config(compose_config([])).run
+    cols = config_columns(run)
+    assert cols["delay_profile.name"] == "long_tail"
+    assert cols["delay_profile.base_probs"] == "[0.9, 0.1]"
+    assert cols["execute_policy.execute_horizon"] == 4
+    assert cols["level.name"] == "grasp_easy"
+    other = to_job_config(compose_config(["seed=1"])).run
+    assert config_hash(run) == config_hash(to_job_config(compose_config([])).run)
+    assert config_hash(run) != config_hash(other)
+
+
+def test_converts_a_plain_dictconfig() -> None:
+    # Aggregation reads a job's .hydra/config.yaml back without Hydra.
+    cfg = compose_config(["seed=3", "delay_profile=tail_controlled"])
+    plain = OmegaConf.create(OmegaConf.to_yaml(cfg))
+    assert to_job_config(plain) == to_job_config(cfg)
+    assert isinstance(OmegaConf.to_object(OmegaConf.structured(RtcSweepSchema)), RtcSweepSchema)
+
+
+# Each case: overrides, and the key the error must name. The first group fails at composition (type, key, option);
+# the rest after conversion, in validate.
+BAD = [
+    (["method=nonexistent"], "method"),
+    (["level=atlantis"], "level"),
+    (["foo=1"], "foo"),
+    (["method.nme=realtime"], "method.nme"),
+    (["num_evals=many"], "num_evals"),
+    (["seed=1.5"], "seed"),
+    (["video=maybe"], "video"),
+    (["delay_profile.base_probs=oops"], "delay_profile.base_probs"),
+    (["method.name=psychic"], "method.name"),
+    (["delay_profile.fixed_delay=-1", "delay_profile=fixed"], "delay_profile.fixed_delay"),
+    (["delay_profile.base_probs=[0.5,0.4]"], "delay_profile.base_probs"),
+    (["execute_policy.execute_horizon=9"], "execute_policy.execute_horizon"),
+    (["num_evals=0"], "num_evals"),
+    (["num_flow_steps=0"], "num_flow_steps"),
+    (["micro_batch=0"], "micro_batch"),
+    (["level.name=atlantis"], "level"),
+    (["level.name=/nonexistent/level.json"], "level"),
+    (["delay_profile.p_spike=1.5"], "delay_profile.p_spike"),
+    (["delay_profile.tail_cap=-1"], "delay_profile.tail_cap"),
+    (["delay_profile.dt_ms=0"], "delay_profile.dt_ms"),
+    (["delay_profile.sigma=-1"], "delay_profile.sigma"),
+    (["delay_profile.mode=gaussian"], "delay_profile.mode"),
+    (["delay_profile.scope=world"], "delay_profile.scope"),
+    (["delay_profile=trace_example", "delay_profile.trace_path=null", "delay_profile.trace_ms=[]"],
+     "delay_profile.trace_ms"),
+    (["delay_profile=trace_example", "delay_profile.trace_path=no/such/trace.csv"], "delay_profile.trace_path"),
+    (["execute_policy=adaptive", "execute_policy.estimator=psychic"], "execute_policy.estimator"),
+    (["execute_policy=adaptive", "execute_policy.buffer_size=0"], "execute_policy.buffer_size"),
+    (["execute_policy=adaptive", "execute_policy.s_min=0"], "execute_policy.s_min"),
+    (["execute_policy.mode=sometimes"], "execute_policy.mode"),
+    (["method.prefix_attention_schedule=cubic"], "method.prefix_attention_schedule"),
+    (["method.max_guidance_weight=0"], "method.max_guidance_weight"),
+    (["method=training_time"], "method.name"),
+    (["method=bid", "method.bid_k=4"], "method.bid_k"),
+    (["model.action_chunk_size=0"], "model.action_chunk_size"),
+    (["reference_grid_only=true"], "reference_grid_only"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("overrides", "key"), BAD, ids=[" ".join(o) for o, _ in BAD])
+def test_bad_value_fails_naming_the_key_before_any_compile(
+    overrides: list[str], key: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import rtc_sweep.evaluate
+    from rtc_sweep.app import run
+
+    def no_evaluate(*args: object, **kwargs: object) -> None:
+        raise AssertionError("evaluate reached: the bad value was not caught before compiling")
+
+    monkeypatch.setattr(rtc_sweep.evaluate, "evaluate", no_evaluate)
+    start = time.perf_counter()
+    try:
+        cfg = compose_config([RANDOM, *overrides])
+    except (HydraException, OmegaConfBaseException) as e:
+        chain = f"{e} {e.__cause__}"
+        assert key in chain, chain
+        return
+    with pytest.raises(ConfigError) as info:
+        run(to_job_config(cfg), tmp_path / "job")
+    assert info.value.key == key, info.value
+    assert key in str(info.value)
+    assert not (tmp_path / "job" / "results.csv").exists()
+    assert time.perf_counter() - start < 20
+
+
+def test_missing_checkpoint_file_fails_naming_it(tmp_path: Path) -> None:
+    job = to_job_config(compose_config([f"checkpoint={tmp_path / 'nope.pkl'}"]))
+    with pytest.raises(ConfigError) as info:
+        config_module.validate(job)
+    assert info.value.key == "checkpoint"
