@@ -82,6 +82,8 @@ def rollout_steps_per_s(cfg: RunConfig, sharded: bool) -> float:
 
 
 def compiles_for_sweep(cfg: RunConfig) -> int:
+    """Compiles a d in 0..4 x s sweep costs (4 envs: the count, not the speed, is the point)."""
+    cfg = dataclasses.replace(cfg, num_evals=4, micro_batch=4)
     prep = prepare(cfg)
     fn = timeline.make_rollout(prep.spec, False, True)
     before = fn._cache_size()
@@ -138,20 +140,24 @@ def main() -> None:
     long_batch = dataclasses.replace(long_env, scope="batch")
     n_dev = len(jax.devices())
     rows: list[tuple[str, float]] = []
+
+    def add(name: str, sps: float) -> None:
+        rows.append((name, sps))
+        print(f"  {name:48s} {sps:10.0f} env steps/s", flush=True)
+
     bare = bare_env(base, sharded=True)
-    rows.append((f"bare env ({n_dev} devices)", bare))
-    bare_one = bare_env(base, sharded=False)
-    rows.append(("bare env (1 device)", bare_one))
+    add(f"bare env ({n_dev} devices)", bare)
+    add("bare env (1 device)", bare_env(base, sharded=False))
     results: dict[str, float] = {}
     for method in ("naive", "realtime"):
         m = MethodConfig(name=method)
         for label, profile in (("fixed d=1", fixed), ("long_tail env", long_env), ("long_tail batch", long_batch)):
             sps = rollout_steps_per_s(dataclasses.replace(base, method=m, delay=profile), sharded=True)
             results[f"{method}/{label}"] = sps
-            rows.append((f"{method:8s} {label:16s} s=2 ({n_dev} devices)", sps))
+            add(f"{method:8s} {label:16s} s=2 ({n_dev} devices)", sps)
         one = rollout_steps_per_s(dataclasses.replace(base, method=m, delay=long_env), sharded=False)
         results[f"{method}/one_device"] = one
-        rows.append((f"{method:8s} long_tail env    s=2 (1 device)", one))
+        add(f"{method:8s} long_tail env    s=2 (1 device)", one)
 
     print(f"\nrollout throughput, {args.num_envs} envs x {base.max_timesteps} ticks, {args.level}, small model")
     print(f"{'configuration':48s} {'env steps/s':>12s} {'vs bare':>8s}")
