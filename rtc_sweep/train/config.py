@@ -66,8 +66,8 @@ class SelfImitationSchema:
 @dataclasses.dataclass
 class FlowSchema:
     name: str = "flow"
-    run_path: str = MISSING  # the run holding data/<level>.npz (a PPO run, or any dataset in that layout)
-    data_path: str | None = None  # the dataset file; null = <run_path>/data/worlds_l_<level>.npz
+    run_path: str | None = None  # the run holding data/worlds_l_<level>.npz (a PPO run); or give data_path
+    data_path: str | None = None  # the dataset file or a glob of several; null = <run_path>/data/worlds_l_<level>.npz
     num_epochs: int = 32  # passes over the data
     load_dir: str | None = None  # initialise from <load_dir>/policies/worlds_l_<level>.pkl (fresh optimiser)
     max_steps_per_epoch: int | None = None  # cap on gradient steps per epoch (quick runs)
@@ -108,8 +108,13 @@ class CollectSchema:
 
 
 @dataclasses.dataclass
+class LevelSchema:
+    name: str = "grasp_easy"  # benchmark level name or path to a level JSON
+
+
+@dataclasses.dataclass
 class TrainSchema:
-    level: str = "grasp_easy"  # benchmark level name or path to a level JSON
+    level: LevelSchema = MISSING
     seed: int = 0  # the whole run is a function of it
     run_dir: str | None = None  # output folder; null = runs/<task>/<level>_<model> (flow: runs/logs-bc/<level>_<model>)
     progress: bool = True  # tqdm progress bars
@@ -120,6 +125,7 @@ class TrainSchema:
 def register() -> None:
     cs = ConfigStore.instance()
     cs.store(name="train_schema", node=TrainSchema)
+    cs.store(group="level", name="level_schema", node=LevelSchema)
     cs.store(group="model", name="model_schema", node=ModelSchema)
     cs.store(group="task", name="self_imitation_schema", node=SelfImitationSchema)
     cs.store(group="task", name="flow_schema", node=FlowSchema)
@@ -154,19 +160,21 @@ def to_runtime(cfg: Any, model_choice: str) -> Runtime:
         common = {"run_dir", "level", "model", "optim", "seed"}
         fields = {f.name for f in dataclasses.fields(SelfImitationConfig)} - common
         return SelfImitationConfig(
-            run_dir=cfg.run_dir or default_run_dir("self_imitation", cfg.level, model_choice),
-            level=cfg.level,
+            run_dir=cfg.run_dir or default_run_dir("self_imitation", cfg.level.name, model_choice),
+            level=cfg.level.name,
             model=model,
             optim=_optim(task.optim),
             seed=cfg.seed,
             **{k: getattr(task, k) for k in fields},
         )
     if task.name == "flow":
-        name = ke.level_name(cfg.level)
+        name = ke.level_name(cfg.level.name)
+        if task.data_path is None and task.run_path is None:
+            raise ConfigError("task.run_path", "set task.run_path (a run with data/) or task.data_path")
         return FlowBCConfig(
             data_path=task.data_path or str(Path(task.run_path) / "data" / f"worlds_l_{name}.npz"),
-            run_dir=cfg.run_dir or default_run_dir("logs-bc", cfg.level, model_choice),
-            level=cfg.level,
+            run_dir=cfg.run_dir or default_run_dir("logs-bc", cfg.level.name, model_choice),
+            level=cfg.level.name,
             model=model,
             optim=_optim(task.optim),
             num_epochs=task.num_epochs,
@@ -177,12 +185,15 @@ def to_runtime(cfg: Any, model_choice: str) -> Runtime:
     if task.name == "ppo":
         run_dir = cfg.run_dir or str(Path("runs") / "logs-expert" / task.run_name)
         return PPOConfig(
-            run_dir=run_dir, level=cfg.level, seed=cfg.seed, **_fields(PPOConfig, task, {"run_dir", "level", "seed"})
+            run_dir=run_dir,
+            level=cfg.level.name,
+            seed=cfg.seed,
+            **_fields(PPOConfig, task, {"run_dir", "level", "seed"}),
         )
     if task.name == "collect":
         run_dir = cfg.run_dir or task.run_path
         skip = {"run_dir", "level", "seed"}
-        return CollectConfig(run_dir=run_dir, level=cfg.level, seed=cfg.seed, **_fields(CollectConfig, task, skip))
+        return CollectConfig(run_dir=run_dir, level=cfg.level.name, seed=cfg.seed, **_fields(CollectConfig, task, skip))
     raise ConfigError("task.name", f"{task.name!r}; allowed: self_imitation, ppo, collect, flow")
 
 

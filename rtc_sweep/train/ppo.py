@@ -20,6 +20,7 @@ updates that starts at ``u``) and ``.../policies/worlds_l_<level>.pkl`` (``{'act
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import time
 from pathlib import Path
@@ -338,6 +339,16 @@ def _masked_mean(values: np.ndarray, episodes: np.ndarray) -> float:
     return float(values[w].mean()) if w.any() else 0.0
 
 
+@functools.lru_cache(maxsize=2)
+def _programs(cfg: PPOConfig) -> tuple[Any, ...]:
+    # Keyed on the fields that shape the programs: a resume in the same process (the tests') reuses them
+    # instead of tracing Kinetix again.
+    level = ke.load_level(cfg.level)
+    env = ke.make_env(level.static_params, action_noise_std=cfg.action_noise_std)
+    init = jax.jit(jax.vmap(make_init(cfg, env, level)))
+    return level, ke.env_params(level), init, make_update(cfg, env, level)
+
+
 def train_ppo(cfg: PPOConfig, progress: bool = True) -> list[dict[str, float]]:
     """Train (or resume) the experts; returns the per-seed stats of the last block."""
     n_dev = jax.device_count()
@@ -345,19 +356,16 @@ def train_ppo(cfg: PPOConfig, progress: bool = True) -> list[dict[str, float]]:
         raise ValueError(f"num_seeds={cfg.num_seeds} must be a multiple of the device count {n_dev}")
     run_dir = Path(cfg.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    level = ke.load_level(cfg.level)
-    env = ke.make_env(level.static_params, action_noise_std=cfg.action_noise_std)
-    env_params = ke.env_params(level)
+    level, env_params, init, update = _programs(dataclasses.replace(cfg, run_dir="", seed=0, num_updates=0))
     name = f"worlds_l_{level.name}"
     state_file = run_dir / "ppo_state.pkl"
-    update = make_update(cfg, env, level)
     if state_file.is_file():
         saved = load_pickle(state_file)
         runners = Runner(*saved["runners"][:3], jax.random.wrap_key_data(saved["key_data"]))
         start = int(saved["next_update"])
     else:
         keys = jax.random.split(jax.random.key(cfg.seed), cfg.num_seeds)
-        runners = jax.jit(jax.vmap(make_init(cfg, env, level)))(keys)
+        runners = init(keys)
         start = 0
         write_json(run_dir / "config.json", dataclasses.asdict(cfg))
     last: list[dict[str, float]] = []

@@ -18,7 +18,7 @@ initialisations. The run stops after ``num_iterations`` or when the solve rate h
 
 Layout of ``run_dir`` (every iteration is resumable; a killed run continues after its last full iteration):
 
-    config.json
+    config.json                         the settings (config.from_<k>.json: changed settings on resuming at k)
     <k>/policies/worlds_l_<level>.pkl   the policy after iteration k (benchmark layout, checkpoint.save_policy)
     <k>/stats.json                      collect / fit / eval numbers of iteration k
     <k>/data/worlds_l_<level>.npz       the kept (solved) transitions collected in iteration k
@@ -35,6 +35,7 @@ its done row, running values before).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import time
 from pathlib import Path
@@ -123,30 +124,48 @@ def _eval_stats(stats: Any) -> dict[str, float]:
     }
 
 
+# Fields that change no compiled program: a resume in the same process (the tests') reuses the programs
+# instead of tracing Kinetix again.
+_RUN_ONLY: dict[str, Any] = {
+    "run_dir": "",
+    "seed": 0,
+    "num_iterations": 0,
+    "patience": 0,
+    "init_checkpoint": None,
+    "init_candidates": 0,
+    "init_perturb_scale": 0.0,
+    "noise_scale": 0.0,
+    "action_noise_std": 0.0,
+    "replay_iterations": 0,
+}
+
+
+@functools.lru_cache(maxsize=2)
+def _programs(cfg: SelfImitationConfig) -> tuple[Any, ...]:
+    level = ke.load_level(cfg.level)
+    env = ke.make_env(level.static_params, action_noise_std=cfg.env_action_noise_std)
+    env_params = ke.env_params(level, max_timesteps=cfg.num_ticks)
+    chunk_fn = naive_chunk_fn(cfg.model, cfg.num_flow_steps)
+    H = cfg.model.action_chunk_size
+    evaluate = make_rollout(RolloutSpec(cfg.eval_envs, cfg.num_ticks, H, 1), env, level, chunk_fn)
+    collect_spec = RolloutSpec(cfg.collect_envs, cfg.num_ticks, H, cfg.collect_execute_horizon, record=True)
+    collect = make_rollout(collect_spec, env, level, chunk_fn)
+    optimizer = make_optimizer(cfg.optim)
+    fit = make_fit(cfg.model, optimizer, cfg.optim.batch_size, cfg.grad_steps)
+    return level, env, env_params, evaluate, collect, optimizer, fit
+
+
 def run_self_imitation(cfg: SelfImitationConfig, progress: bool = True) -> dict[str, Any]:
     """Run (or resume) self-imitation; returns the contents of best.json."""
     run_dir = Path(cfg.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    config_file = run_dir / "config.json"
-    if not config_file.exists():
-        write_json(config_file, dataclasses.asdict(cfg))
-    level = ke.load_level(cfg.level)
-    env = ke.make_env(level.static_params, action_noise_std=cfg.env_action_noise_std)
-    env_params = ke.env_params(level, max_timesteps=cfg.num_ticks)
+    level, env, env_params, evaluate, collect, optimizer, fit = _programs(dataclasses.replace(cfg, **_RUN_ONLY))
     obs_dim, action_dim = env.obs_dim(level.params), env.action_dim
     name = f"worlds_l_{level.name}.pkl"
     data_name = f"worlds_l_{level.name}.npz"
     key = jax.random.key(cfg.seed)
-    chunk_fn = naive_chunk_fn(cfg.model, cfg.num_flow_steps)
     H = cfg.model.action_chunk_size
-
-    evaluate = make_rollout(RolloutSpec(cfg.eval_envs, cfg.num_ticks, H, 1), env, level, chunk_fn)
-    collect = make_rollout(
-        RolloutSpec(cfg.collect_envs, cfg.num_ticks, H, cfg.collect_execute_horizon, record=True), env, level, chunk_fn
-    )
     explore = Exploration(jnp.float32(cfg.noise_scale), jnp.float32(cfg.action_noise_std))
-    optimizer = make_optimizer(cfg.optim)
-    fit = make_fit(cfg.model, optimizer, cfg.optim.batch_size, cfg.grad_steps)
 
     def run_eval(params: Params, k: jax.Array) -> tuple[dict[str, float], float]:
         t0 = time.time()
@@ -160,7 +179,11 @@ def run_self_imitation(cfg: SelfImitationConfig, progress: bool = True) -> dict[
         train_state = TrainState(*saved["train"])
         start = int(saved["iteration"]) + 1
         best = json.loads((run_dir / "best.json").read_text())
+        if json.loads((run_dir / "config.json").read_text()) != dataclasses.asdict(cfg):
+            # A resumed run may change its settings; keep each change next to the iteration it applies from.
+            write_json(run_dir / f"config.from_{start}.json", dataclasses.asdict(cfg))
     else:
+        write_json(run_dir / "config.json", dataclasses.asdict(cfg))
         t0 = time.time()
         candidates: list[dict[str, float]] = []
         if cfg.init_checkpoint is not None:
