@@ -18,7 +18,6 @@ slice of environments with no communication.
 from __future__ import annotations
 
 import dataclasses
-import functools
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -176,7 +175,7 @@ def make_rollout(
         check_vma=False,
     )
 
-    @functools.partial(jax.jit)
+    @jax.jit
     def rollout(
         params: Any, env_params: Any, key: jax.Array, explore: Exploration
     ) -> tuple[EpisodeStats, Transitions | None]:
