@@ -71,6 +71,8 @@ def run(job: JobConfig, job_dir: Path) -> float | None:
     if job.resume and (done := complete_results(results_path, digest)):
         solved = float(done[0]["returned_episode_solved"])
         log.info("%s: already complete in %s (returned_episode_solved=%.4f); skipped", what, results_path, solved)
+        if job.video and not (job_dir / VIDEO_FILE).is_file():
+            _render(job, job_dir, what)
         return solved
 
     enable_compilation_cache()
@@ -89,11 +91,16 @@ def run(job: JobConfig, job_dir: Path) -> float | None:
     )  # fmt: skip
 
     if job.video:
-        from rtc_sweep.evaluate import render_video
-
-        log.info("%s: rendering one environment to %s", what, VIDEO_FILE)
-        render_video(job.run, job_dir / VIDEO_FILE)
+        _render(job, job_dir, what)
     return solved
+
+
+def _render(job: JobConfig, job_dir: Path, what: str) -> None:
+    from rtc_sweep.evaluate import render_video
+
+    enable_compilation_cache()
+    log.info("%s: rendering environment 0 to %s", what, VIDEO_FILE)
+    render_video(job.run, job_dir / VIDEO_FILE)
 
 
 # Hydra's own bash completion recognises `python script.py` and installed commands, not `python -m pkg`: this one

@@ -241,7 +241,7 @@ def render_rollout(
 
     static = level.static_params.replace(downscale=2)
     env = make_env(level.static_params, action_noise_std)
-    render = make_render_pixels(params, static)
+    render = make_render_pixels(level.params, static)  # the renderer needs concrete (python) params
 
     def body(state: EnvState, xs: tuple[jax.Array, jax.Array]) -> tuple[EnvState, EnvState]:
         key, action = xs
