@@ -12,10 +12,8 @@ the benchmark's own ``eval_flow``.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import pickle
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -174,17 +172,10 @@ def load_policy(
 
 def save_policy(path: str | os.PathLike[str], params: Params) -> None:
     """Write ``params`` in the benchmark's layout (numpy float32 leaves, None where absent), atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    from rtc_sweep.io import atomic_path
+
     tree = _to_numpy(params)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            _PolicyPickler(f).dump(tree)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        _PolicyPickler(f).dump(tree)
+        f.flush()
+        os.fsync(f.fileno())

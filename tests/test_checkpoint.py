@@ -218,3 +218,15 @@ def test_training_time_loss_formula() -> None:
     expected = (err * keep).sum() / (keep.sum() * A)
     np.testing.assert_allclose(_flow_loss(params, tt, key, obs, actions, mask), expected, rtol=1e-5)
     np.testing.assert_allclose(simulated_delay_probs(5), [0.636, 0.234, 0.086, 0.032, 0.012], atol=1e-3)
+
+
+def test_saved_checkpoint_is_readable_by_others(tmp_path):
+    import os
+    import stat
+
+    path = tmp_path / "p.pkl"
+    save_policy(path, {"w": np.zeros((2,), np.float32), "b": None})
+    old = os.umask(0o022)
+    os.umask(old)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~old
+    assert not [p for p in tmp_path.iterdir() if p.name != "p.pkl"]  # no temporary left behind
