@@ -85,8 +85,6 @@ def validate(cfg: RunConfig) -> None:
     cfg.delay.validate()
     cfg.method.validate()
     cfg.execute.validate(H)
-    if cfg.execute.buffer_size > 64:
-        raise ConfigError("execute_policy.buffer_size", f"{cfg.execute.buffer_size}; allowed: 1..64")
     if cfg.method.name == "training_time" and not cfg.model.simulated_delay:
         raise ConfigError(
             "method.name",

@@ -12,6 +12,7 @@ from rtc_sweep.samplers import MethodConfig
 EXECUTE_MODES = ("fixed", "adaptive")
 ESTIMATORS = ("oracle", "max_recent")
 STARVATION = ("zero", "hold")
+MAX_BUFFER = 64  # capacity of the max_recent estimator's delay buffer (buffer_size is traced, up to this)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,8 +35,8 @@ class ExecutePolicy:
             raise ConfigError("execute_policy.s_min", f"{self.s_min}; allowed: 1..{H} (H)")
         if self.estimator not in ESTIMATORS:
             raise ConfigError("execute_policy.estimator", f"{self.estimator!r}; allowed: {', '.join(ESTIMATORS)}")
-        if self.buffer_size < 1:
-            raise ConfigError("execute_policy.buffer_size", f"{self.buffer_size}; allowed: >= 1")
+        if not 1 <= self.buffer_size <= MAX_BUFFER:
+            raise ConfigError("execute_policy.buffer_size", f"{self.buffer_size}; allowed: 1..{MAX_BUFFER}")
         if self.prior_delay < 0:
             raise ConfigError("execute_policy.prior_delay", f"{self.prior_delay}; allowed: >= 0")
         if self.starvation not in STARVATION:

@@ -38,10 +38,8 @@ from jax.sharding import Mesh, PartitionSpec
 from rtc_sweep import delays as delays_lib
 from rtc_sweep.kinetix_env import Env, FirstEpisode
 from rtc_sweep.policy import ModelConfig
-from rtc_sweep.run_config import ExecutePolicy
+from rtc_sweep.run_config import MAX_BUFFER, ExecutePolicy
 from rtc_sweep.samplers import MethodConfig, noise_shape, sample_chunk
-
-MAX_BUFFER = 64  # capacity of the max_recent estimator's delay buffer; buffer_size (traced) must not exceed it
 
 # Independent random streams, each then keyed by environment index (and cycle or tick): none depends on the
 # method, the micro-batch size or the device count.
@@ -61,10 +59,7 @@ class ExecuteArrays(NamedTuple):
 
     @staticmethod
     def from_config(cfg: ExecutePolicy) -> ExecuteArrays:
-        if cfg.buffer_size > MAX_BUFFER:
-            from rtc_sweep.errors import ConfigError
-
-            raise ConfigError("execute_policy.buffer_size", f"{cfg.buffer_size}; allowed: 1..{MAX_BUFFER}")
+        assert 1 <= cfg.buffer_size <= MAX_BUFFER, cfg.buffer_size  # evaluate.validate names the key
         return ExecuteArrays(
             adaptive=jnp.asarray(cfg.mode == "adaptive"),
             execute_horizon=jnp.int32(cfg.execute_horizon),
