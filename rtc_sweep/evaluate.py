@@ -183,7 +183,8 @@ def run_rollouts(prep: Prepared, progress: bool = True, injected_delays: np.ndar
     scope_batch = cfg.delay.scope == "batch"
     if injected_delays is None:
         fn = make_rollout(prep.spec, scope_batch)
-    else:  # tests: an injected delay sequence per env, unsharded
+    else:  # tests: injected delay sequences (rows repeated over the envs), unsharded
+        table = np.resize(injected_delays, (cfg.num_evals, injected_delays.shape[1]))
         jitted = jax.jit(lambda *a, inj: rollout(prep.spec, *a, scope_batch=scope_batch, injected_delays=inj))
     parts = []
     bar = tqdm(total=cfg.num_evals, desc="evaluating", unit="env", disable=not progress, leave=False)
@@ -196,14 +197,7 @@ def run_rollouts(prep: Prepared, progress: bool = True, injected_delays: np.ndar
         if injected_delays is None:
             out = fn(*args)
         else:
-            out = jitted(
-                *args,
-                inj=jnp.asarray(
-                    np.resize(injected_delays, (cfg.num_evals, injected_delays.shape[1]))[
-                        np.minimum(idx, cfg.num_evals - 1)
-                    ]
-                ),
-            )
+            out = jitted(*args, inj=jnp.asarray(table[np.minimum(idx, cfg.num_evals - 1)]))
         keep = int(min(batch, cfg.num_evals - b * batch))
         parts.append(jax.tree.map(lambda x, keep=keep: np.asarray(x)[:keep], out))  # drop the padding envs
         bar.update(keep)
@@ -211,7 +205,7 @@ def run_rollouts(prep: Prepared, progress: bool = True, injected_delays: np.ndar
     return jax.tree.map(lambda *xs: np.concatenate(xs, axis=0), *parts)
 
 
-def metrics(cfg: RunConfig, per_env: Any) -> dict[str, float]:
+def metrics(per_env: Any) -> dict[str, float]:
     """timeline.md's metrics from the per-environment results (numpy)."""
     delays = per_env.cycle_delay[per_env.cycle_delay >= 0].astype(np.float64)  # every cycle, all envs
     n_cycles = max(int(per_env.n_cycles.sum()), 1)
@@ -255,7 +249,7 @@ def evaluate(cfg: RunConfig, progress: bool = True) -> dict[str, Any]:
         "level": level_name(cfg.level),
         "execute_horizon": execute_horizon,
         "num_evals": cfg.num_evals,
-        **metrics(cfg, per_env),
+        **metrics(per_env),
         "nfe_per_chunk": nfe_per_chunk(cfg.method, cfg.num_flow_steps, prep.weak_params is not None),
         "delay_scope": cfg.delay.scope,
         "delay_mode": cfg.delay.mode,

@@ -306,7 +306,3 @@ def make_rollout(spec: RolloutSpec, scope_batch: bool = False, sharded: bool = T
             check_vma=False,
         )
     return jax.jit(fn)
-
-
-def num_shards() -> int:
-    return len(jax.devices())
