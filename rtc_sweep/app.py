@@ -55,9 +55,16 @@ def run(job: JobConfig, job_dir: Path) -> float | None:
     Raises ``ConfigError`` before anything is compiled when a value is invalid.
     """
     configure_host_devices()
+    what = describe(job)
+    if job.compatible_only and job.run.method.name == "training_time" and not job.run.model.simulated_delay:
+        # A sweep crossing models with methods: training_time needs a policy fine-tuned with simulated delay.
+        reason = "skipped: method training_time needs model.simulated_delay (a training-time RTC policy); no row"
+        log.info("%s: %s", what, reason)
+        job_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(job_dir / SKIPPED_FILE, reason + "\n")
+        return None
     validate(job)
     job_dir.mkdir(parents=True, exist_ok=True)
-    what = describe(job)
 
     if job.reference_grid_only and not in_reference_grid(job.run):
         d, s, H = job.run.delay.fixed_delay, job.run.execute.execute_horizon, job.run.model.action_chunk_size

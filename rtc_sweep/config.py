@@ -105,6 +105,7 @@ class RtcSweepSchema:
     progress: bool = True  # show a progress bar while evaluating (only on a terminal)
     resume: bool = True  # skip the job when its folder already holds a complete results.csv for this config
     reference_grid_only: bool = False  # skip (d, s) outside the RTC paper's grid d <= s <= H - d (fixed_delay_sweep)
+    compatible_only: bool = False  # skip training_time jobs on a model without simulated_delay (tt_vs_rtc)
 
 
 def register_configs() -> None:
@@ -121,6 +122,7 @@ class JobConfig:
     progress: bool = True
     resume: bool = True
     reference_grid_only: bool = False
+    compatible_only: bool = False
 
 
 def to_job_config(cfg: DictConfig | RtcSweepSchema) -> JobConfig:
@@ -162,6 +164,7 @@ def to_job_config(cfg: DictConfig | RtcSweepSchema) -> JobConfig:
         progress=schema.progress,
         resume=schema.resume,
         reference_grid_only=schema.reference_grid_only,
+        compatible_only=schema.compatible_only,
     )
 
 

@@ -160,8 +160,13 @@ def _network(
     layers = params["time_mlp"]["layers"]
     cond = jax.nn.swish(_linear(layers[2], jax.nn.swish(_linear(layers[0], emb))))  # [B, K, C]
 
-    obs_tokens = jnp.broadcast_to(obs[:, None, :], (B, H, obs.shape[-1]))  # [B, H, O]
-    x = _linear(params["in_proj"], jnp.concatenate([x_t, obs_tokens], axis=-1))  # [B, H, C]
+    # in_proj sees [x_t, obs] at every position; being linear, it splits into the action part, per position,
+    # and the observation part, once per sample and broadcast: the same sum, without H copies of the
+    # observation's (wide) product.
+    A = x_t.shape[-1]
+    kernel, bias = params["in_proj"]["kernel"], params["in_proj"]["bias"]
+    x = _linear({"kernel": kernel[:A], "bias": bias}, x_t)  # [B, H, C]
+    x = x + _linear({"kernel": kernel[A:], "bias": None}, obs)[:, None, :]
     for i in range(len(params["mlp_stack"])):
         x = _mixer_block(params["mlp_stack"][i], x, cond, spread)
 

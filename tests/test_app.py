@@ -120,6 +120,20 @@ def test_outside_reference_grid_is_skipped(tmp_path: Path, fake_evaluate: list[A
     assert len(fake_evaluate) == 1
 
 
+def test_training_time_on_a_plain_model_is_skipped_in_tt_vs_rtc(tmp_path: Path, fake_evaluate: list[Any]) -> None:
+    from rtc_sweep.app import run
+    from rtc_sweep.errors import ConfigError
+
+    plain = ["+experiment=tt_vs_rtc", "model=small", "method=training_time", "checkpoint=random"]
+    assert run(to_job_config(compose_config(plain)), tmp_path / "a") is None
+    assert "model.simulated_delay" in (tmp_path / "a" / SKIPPED_FILE).read_text()
+    assert not fake_evaluate
+    with pytest.raises(ConfigError, match="simulated_delay"):  # outside the experiment it stays an error
+        run(to_job_config(compose_config(plain[1:])), tmp_path / "b")
+    assert run(to_job_config(compose_config([*plain, "model=small_tt"])), tmp_path / "c") == 0.5
+    assert len(fake_evaluate) == 1
+
+
 def test_video_calls_render_video(tmp_path: Path, fake_evaluate: list[Any], monkeypatch: pytest.MonkeyPatch) -> None:
     import rtc_sweep.evaluate
     from rtc_sweep.app import run

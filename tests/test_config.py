@@ -60,11 +60,11 @@ def test_every_group_has_its_options() -> None:
     assert set(options("level")) == set(BENCHMARK_LEVELS)
     assert set(options("method")) == {"naive", "realtime", "hard_masking", "bid", "training_time"}
     assert set(options("execute_policy")) == {"fixed", "adaptive"}
-    assert set(options("model")) == {"default", "small"}
+    assert set(options("model")) == {"default", "small", "small_tt"}
     assert {"fixed", "long_tail", "tail_controlled", "uniform", "trace_example", "lognormal", "pareto"} <= set(
         options("delay_profile")
     )
-    assert {"tail_v1", "fixed_delay_sweep", "smoke"} <= set(options("experiment"))
+    assert {"tail_v1", "fixed_delay_sweep", "smoke", "tt_vs_rtc"} <= set(options("experiment"))
 
 
 @pytest.mark.parametrize(("group", "option"), list(all_options()))
@@ -287,3 +287,15 @@ def test_missing_checkpoint_file_fails_naming_it(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
         config_module.validate(job)
     assert info.value.key == "checkpoint"
+
+
+def test_tt_vs_rtc_crosses_models_and_methods_and_skips_the_incompatible_pair() -> None:
+    cfg = compose_config(["+experiment=tt_vs_rtc"], hydra=True)
+    assert dict(cfg.hydra.sweeper.params) == {
+        "model": "small,small_tt",
+        "method": "naive,realtime,training_time",
+        "delay_profile.fixed_delay": "range(1,5)",
+    }
+    tt = to_job_config(compose_config(["+experiment=tt_vs_rtc", "model=small_tt", "method=training_time"]))
+    assert (tt.compatible_only, tt.run.model.simulated_delay, tt.run.execute.execute_horizon) == (True, 5, 4)
+    assert tt.run.model == dataclasses.replace(to_job_config(compose_config([])).run.model, simulated_delay=5)

@@ -11,11 +11,13 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from rtc_sweep.checkpoint import load_policy
+from rtc_sweep.errors import ConfigError
 from rtc_sweep.policy import MODEL_PRESETS
 from rtc_sweep.train import config as train_config
 from rtc_sweep.train.collect import CollectConfig, collect
 from rtc_sweep.train.flow_bc import FlowBCConfig, OptimConfig, Stream, chunk_at, train_flow
 from rtc_sweep.train.ppo import PPOConfig, train_ppo
+from rtc_sweep.train.rollout import shortest_episodes
 from rtc_sweep.train.self_imitation import SelfImitationConfig, run_self_imitation
 
 CONF = Path(__file__).resolve().parents[1] / "conf" / "train"
@@ -145,6 +147,26 @@ def test_chunks_are_masked_from_the_first_done_on():
     np.testing.assert_array_equal(chunks[1, :, 0], [5, 6, 7, 8])
 
 
+def test_the_elite_is_the_shortest_whole_episodes():
+    done = np.array([0, 0, 1, 1, 0, 0, 0, 1, 0, 1], bool)  # episodes of lengths 3, 1, 4, 2
+    data = {"done": done, "action": np.arange(10.0)}
+    half = shortest_episodes(data, 0.5)
+    np.testing.assert_array_equal(half["action"], [3, 8, 9])  # lengths 1 and 2, in their order
+    np.testing.assert_array_equal(half["done"], [True, False, True])
+    assert shortest_episodes(data, 0.01)["action"].tolist() == [3.0]  # at least one episode
+    assert shortest_episodes(data, 1.0) is data
+    with pytest.raises(ValueError, match="fraction"):
+        shortest_episodes(data, 0.0)
+
+
+def test_elite_fraction_out_of_range_names_the_key():
+    train_config.register()
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("config", overrides=["task=self_imitation", "model=small", "task.elite_fraction=1.5"])
+    with pytest.raises(ConfigError, match=r"task\.elite_fraction"):
+        train_config.to_runtime(cfg, "small")
+
+
 def test_self_imitation_writes_iterations_and_resumes(tmp_path):
     cfg = SelfImitationConfig(
         run_dir=str(tmp_path / "si"),
@@ -156,6 +178,7 @@ def test_self_imitation_writes_iterations_and_resumes(tmp_path):
         eval_envs=4,
         num_ticks=48,
         grad_steps=3,
+        elite_fraction=0.5,
     )
     best = run_self_imitation(cfg, progress=False)
     run = tmp_path / "si"

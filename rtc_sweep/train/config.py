@@ -57,6 +57,7 @@ class SelfImitationSchema:
     env_action_noise_std: float = 0.1  # the env's own action noise (collection and evaluation)
     num_flow_steps: int = 5  # Euler steps of the naive sampler
     replay_iterations: int = 4  # the fit sees the solved episodes of this many latest iterations
+    elite_fraction: float = 1.0  # keep only this shortest fraction of each collection's solved episodes
     grad_steps: int = 600  # gradient steps per iteration
     eval_envs: int = 512  # first episodes per iteration's evaluation (naive, d=0, s=1)
     num_ticks: int = 256  # ticks per environment in every rollout
@@ -157,6 +158,8 @@ def to_runtime(cfg: Any, model_choice: str) -> Runtime:
     task = cfg.task
     model = model_config(cfg.model)
     if task.name == "self_imitation":
+        if not 0.0 < task.elite_fraction <= 1.0:
+            raise ConfigError("task.elite_fraction", f"{task.elite_fraction}; allowed: a fraction in (0, 1]")
         common = {"run_dir", "level", "model", "optim", "seed"}
         fields = {f.name for f in dataclasses.fields(SelfImitationConfig)} - common
         return SelfImitationConfig(

@@ -206,3 +206,23 @@ def solved_episodes(tr: Transitions) -> dict[str, np.ndarray]:
         "return_": pick(tr.return_),
         "length": pick(tr.length),
     }
+
+
+def shortest_episodes(data: dict[str, np.ndarray], fraction: float) -> dict[str, np.ndarray]:
+    """The shortest ``fraction`` of the episodes in an env-major stream of whole episodes (``solved_episodes``).
+
+    All episodes of a level start from the same state, so among solved ones the short ones are the decisive
+    ones: keeping them is the elite selection of the cross-entropy method. Ties at the cut-off length are
+    kept, episodes keep their order, and at least one episode is kept when there is one.
+    """
+    if not 0.0 < fraction <= 1.0:
+        raise ValueError(f"fraction must be in (0, 1], got {fraction}")
+    ends = np.flatnonzero(data["done"])
+    if fraction == 1.0 or len(ends) == 0:
+        return data
+    starts = np.concatenate([[0], ends[:-1] + 1])
+    lengths = ends - starts + 1
+    cutoff = np.sort(lengths)[max(1, int(np.ceil(fraction * len(lengths)))) - 1]
+    episode = np.repeat(np.arange(len(ends)), lengths)
+    keep = (lengths <= cutoff)[episode]
+    return {k: v[keep] for k, v in data.items()}

@@ -6,7 +6,8 @@ episodes. So, per iteration ``k``:
 
 1. **collect**: roll out the current policy with exploration (flow noise scaled by ``noise_scale``, extra
    action noise, env noise on top) over ``collect_envs`` environments, synchronous naive chunked execution
-   (sample a chunk, run ``collect_execute_horizon`` of its actions, repeat), and keep the *solved* episodes;
+   (sample a chunk, run ``collect_execute_horizon`` of its actions, repeat), and keep the *solved* episodes,
+   or only the shortest ``elite_fraction`` of them (the cross-entropy method's elite);
 2. **fit**: ``grad_steps`` flow-matching BC steps on the kept episodes of the last ``replay_iterations``
    iterations (the shared trainer, ``flow_bc.make_fit``; one optimiser state for the whole run);
 3. **evaluate**: the plain naive method (d = 0, s = 1, no exploration, env noise 0.1) over ``eval_envs``
@@ -52,7 +53,14 @@ from rtc_sweep.policy import MODEL_PRESETS, ModelConfig, Params, init_params
 from rtc_sweep.samplers import MethodConfig, sample_chunk
 from rtc_sweep.train.flow_bc import OptimConfig, Stream, TrainState, init_train_state, make_fit, make_optimizer
 from rtc_sweep.train.io import load_pickle, save_pickle, write_json
-from rtc_sweep.train.rollout import ChunkFn, Exploration, RolloutSpec, make_rollout, solved_episodes
+from rtc_sweep.train.rollout import (
+    ChunkFn,
+    Exploration,
+    RolloutSpec,
+    make_rollout,
+    shortest_episodes,
+    solved_episodes,
+)
 
 NAIVE = MethodConfig(name="naive")
 
@@ -76,6 +84,7 @@ class SelfImitationConfig:
     env_action_noise_std: float = 0.1  # the env's own action noise, in collection and evaluation
     num_flow_steps: int = 5  # Euler steps of the naive sampler
     replay_iterations: int = 4  # the fit sees the kept episodes of this many latest iterations
+    elite_fraction: float = 1.0  # keep only this shortest fraction of each collection's solved episodes
     grad_steps: int = 600  # gradient steps per iteration
     eval_envs: int = 512  # environments (first episodes) in each iteration's evaluation
     num_ticks: int = 256  # ticks per environment in every rollout (the level's max_timesteps)
@@ -137,6 +146,7 @@ _RUN_ONLY: dict[str, Any] = {
     "noise_scale": 0.0,
     "action_noise_std": 0.0,
     "replay_iterations": 0,
+    "elite_fraction": 1.0,
 }
 
 
@@ -232,8 +242,9 @@ def run_self_imitation(cfg: SelfImitationConfig, progress: bool = True) -> dict[
         k_it = jax.random.fold_in(key, it)
         t0 = time.time()
         collect_stats, transitions = collect(train_state.params, env_params, jax.random.fold_in(k_it, 0), explore)
-        data = solved_episodes(transitions)
+        solved = solved_episodes(transitions)
         del transitions
+        data = shortest_episodes(solved, cfg.elite_fraction)
         collect_s = time.time() - t0
         _save_npz(run_dir / str(it) / "data" / data_name, data)
         replay.append({k: data[k] for k in ("obs", "action", "done")})
@@ -263,7 +274,9 @@ def run_self_imitation(cfg: SelfImitationConfig, progress: bool = True) -> dict[
             "eval": eval_stats,
             "collect": {
                 **_eval_stats(collect_stats),
+                "solved_episodes": int(solved["done"].sum()),
                 "kept_episodes": n_done,
+                "kept_max_length": int(data["length"][data["done"]].max()) if n_done else 0,
                 "kept_transitions": int(data["done"].shape[0]),
                 "replay_transitions": int(sum(r["done"].shape[0] for r in replay)),
                 "env_steps_per_s": cfg.collect_envs * cfg.num_ticks / collect_s,
