@@ -16,6 +16,7 @@ from rtc_sweep.policy import MODEL_PRESETS
 from rtc_sweep.train import config as train_config
 from rtc_sweep.train.collect import CollectConfig, collect
 from rtc_sweep.train.flow_bc import FlowBCConfig, OptimConfig, Stream, chunk_at, train_flow
+from rtc_sweep.train.plan import PlanConfig, action_dims, run_plan
 from rtc_sweep.train.ppo import PPOConfig, train_ppo
 from rtc_sweep.train.rollout import shortest_episodes
 from rtc_sweep.train.self_imitation import SelfImitationConfig, run_self_imitation
@@ -197,7 +198,30 @@ def test_self_imitation_writes_iterations_and_resumes(tmp_path):
     load_policy(run / "2" / "policies" / POLICY, SMALL)
 
 
-@pytest.mark.parametrize("task", ["self_imitation", "ppo", "collect", "flow", "flow_tt"])
+def test_plan_search_writes_its_layout_and_resumes(tmp_path):
+    from rtc_sweep import kinetix_env as ke
+
+    used = action_dims(ke.load_level("grasp_easy"), 6)
+    assert used.tolist() == [True, True, True, True, False, False]  # four motor bindings, no thrusters
+    cfg = PlanConfig(run_dir=str(tmp_path / "plan"), population=4, elite=2, generations=2, segments=2,
+                     segment_ticks=4, eval_envs=4, demo_envs=4)  # fmt: skip
+    stats = run_plan(cfg, progress=False)
+    run = tmp_path / "plan"
+    history = json.loads((run / "cem.json").read_text())
+    assert [h["generation"] for h in history] == [0, 1]
+    assert all(np.isfinite(h["elite_closest"]) and h["elite_closest"] > 0 for h in history)
+    plan = np.load(run / "plan.npy")
+    assert plan.shape == (8, 6) and np.abs(plan).max() <= 1.0 and not plan[:, ~used].any()
+    assert (plan[:4] == plan[0]).all()  # piecewise constant over segment_ticks
+    assert stats["plan"]["episodes"] == 4 and 0.0 <= stats["plan"]["returned_episode_solved"] <= 1.0
+    with np.load(run / "data" / "worlds_l_grasp_easy.npz") as data:
+        assert set(data.files) == {"obs", "action", "done", "solved", "return_", "length"}
+    run_plan(dataclasses.replace(cfg, generations=3), progress=False)  # resumes after generation 1
+    resumed = json.loads((run / "cem.json").read_text())
+    assert resumed[:2] == history and resumed[2]["generation"] == 2
+
+
+@pytest.mark.parametrize("task", ["self_imitation", "ppo", "collect", "flow", "flow_tt", "plan"])
 def test_every_task_config_composes(task):
     train_config.register()
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):

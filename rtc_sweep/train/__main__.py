@@ -1,4 +1,4 @@
-"""``python -m rtc_sweep.train task=<self_imitation|ppo|collect|flow|flow_tt> level=... model=...``."""
+"""``python -m rtc_sweep.train task=<plan|self_imitation|ppo|collect|flow|flow_tt> level=... model=...``."""
 
 from __future__ import annotations
 

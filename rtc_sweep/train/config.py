@@ -19,6 +19,7 @@ from rtc_sweep.errors import ConfigError
 from rtc_sweep.policy import ModelConfig
 from rtc_sweep.train.collect import CollectConfig, collect
 from rtc_sweep.train.flow_bc import FlowBCConfig, OptimConfig, train_flow
+from rtc_sweep.train.plan import PlanConfig, run_plan
 from rtc_sweep.train.ppo import PPOConfig, train_ppo
 from rtc_sweep.train.self_imitation import SelfImitationConfig, run_self_imitation
 
@@ -109,6 +110,25 @@ class CollectSchema:
 
 
 @dataclasses.dataclass
+class PlanSchema:
+    name: str = "plan"
+    segments: int = 16  # piecewise-constant actions in a plan
+    segment_ticks: int = 8  # ticks per segment
+    population: int = 256  # candidate plans per generation
+    noise_seeds: int = 2  # env-noise draws each candidate is scored over
+    elite: int = 32  # best candidates the next generation's mean and std come from
+    generations: int = 25
+    init_std: float = 0.6  # sampling std of generation 0
+    min_std: float = 0.02  # added to the std every generation
+    smoothing: float = 0.7  # weight of the elite's statistics in each update
+    distance_weight: float = 0.3  # shaping: minus this times the closest goal-target approach
+    length_weight: float = 0.002  # among solved episodes, shorter is better
+    env_action_noise_std: float = 0.1  # the env's own action noise
+    eval_envs: int = 512  # noise draws the final plan is measured over
+    demo_envs: int = 2048  # environments the final plan is recorded on (solved episodes kept)
+
+
+@dataclasses.dataclass
 class LevelSchema:
     name: str = "grasp_easy"  # benchmark level name or path to a level JSON
 
@@ -132,6 +152,7 @@ def register() -> None:
     cs.store(group="task", name="flow_schema", node=FlowSchema)
     cs.store(group="task", name="ppo_schema", node=PPOSchema)
     cs.store(group="task", name="collect_schema", node=CollectSchema)
+    cs.store(group="task", name="plan_schema", node=PlanSchema)
 
 
 def _optim(o: Any) -> OptimConfig:
@@ -146,7 +167,7 @@ def default_run_dir(task: str, level: str, model_choice: str) -> str:
     return str(Path("runs") / task / f"{ke.level_name(level)}_{model_choice}")
 
 
-Runtime = SelfImitationConfig | FlowBCConfig | PPOConfig | CollectConfig
+Runtime = SelfImitationConfig | FlowBCConfig | PPOConfig | CollectConfig | PlanConfig
 
 
 def _fields(cls: type, node: Any, skip: set[str]) -> dict[str, Any]:
@@ -193,11 +214,26 @@ def to_runtime(cfg: Any, model_choice: str) -> Runtime:
             seed=cfg.seed,
             **_fields(PPOConfig, task, {"run_dir", "level", "seed"}),
         )
+    if task.name == "plan":
+        for key in ("segments", "segment_ticks", "population", "noise_seeds", "elite", "eval_envs", "demo_envs"):
+            if getattr(task, key) < 1:
+                raise ConfigError(f"task.{key}", f"{getattr(task, key)}; allowed: >= 1")
+        if task.elite > task.population:
+            raise ConfigError("task.elite", f"{task.elite}; allowed: 1..task.population ({task.population})")
+        if not 0.0 < task.smoothing <= 1.0:
+            raise ConfigError("task.smoothing", f"{task.smoothing}; allowed: a fraction in (0, 1]")
+        run_dir = cfg.run_dir or str(Path("runs") / "plan" / ke.level_name(cfg.level.name))
+        return PlanConfig(
+            run_dir=run_dir,
+            level=cfg.level.name,
+            seed=cfg.seed,
+            **_fields(PlanConfig, task, {"run_dir", "level", "seed"}),
+        )
     if task.name == "collect":
         run_dir = cfg.run_dir or task.run_path
         skip = {"run_dir", "level", "seed"}
         return CollectConfig(run_dir=run_dir, level=cfg.level.name, seed=cfg.seed, **_fields(CollectConfig, task, skip))
-    raise ConfigError("task.name", f"{task.name!r}; allowed: self_imitation, ppo, collect, flow")
+    raise ConfigError("task.name", f"{task.name!r}; allowed: self_imitation, ppo, collect, flow, plan")
 
 
 def run(runtime: Runtime, progress: bool = True) -> float:
@@ -207,6 +243,8 @@ def run(runtime: Runtime, progress: bool = True) -> float:
     if isinstance(runtime, PPOConfig):
         last = train_ppo(runtime, progress)
         return float(max((s["returned_episode_solved"] for s in last), default=0.0))
+    if isinstance(runtime, PlanConfig):
+        return float(run_plan(runtime, progress)["plan"]["returned_episode_solved"])
     if isinstance(runtime, CollectConfig):
         path = collect(runtime, progress)
         return float(json.loads(path.with_suffix(".selection.json").read_text())["returned_episode_solved"])

@@ -80,7 +80,7 @@ def host_mesh() -> Mesh:
     return jax.make_mesh((jax.device_count(),), ("env",), axis_types=(AxisType.Auto,))
 
 
-def _solved_episode_mask(done: jax.Array, solved: jax.Array) -> jax.Array:
+def solved_episode_mask(done: jax.Array, solved: jax.Array) -> jax.Array:
     """[T, E] -> [T, E]: True on every tick of an episode that ended with the goal reward.
 
     Scanned backwards: each tick inherits the outcome of the next done at or after it; a trailing,
@@ -158,7 +158,7 @@ def make_rollout(
         # [C, s, E, ...] -> [T, E, ...], dropping the ticks past num_ticks of the last cycle
         recs = jax.tree.map(lambda r: r.reshape(num_cycles * s, *r.shape[2:])[: spec.num_ticks], recs)
         obs_r, act_r, done_r, solved_r, ret_r, len_r = recs
-        keep = _solved_episode_mask(done_r, solved_r)
+        keep = solved_episode_mask(done_r, solved_r)
         return stats, Transitions(obs_r, act_r, done_r, solved_r, ret_r, len_r, keep)
 
     env_axis_first = P("env")
