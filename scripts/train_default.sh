@@ -5,7 +5,7 @@
 #   bash scripts/train_default.sh [level] [bc epochs]
 set -euo pipefail
 level=${1:-grasp_easy}
-epochs=${2:-32}
+epochs=${2:-24}
 run=runs/default/${level}
 python -m rtc_sweep.train task=plan level="${level}" task.generations=30 run_dir="${run}/plan"
 python -m rtc_sweep.train task=flow level="${level}" model=small run_dir="${run}/bc" \

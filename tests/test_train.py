@@ -235,6 +235,7 @@ def test_every_task_config_composes(task):
     if task == "flow_tt":
         assert runtime.model.simulated_delay == 5
         assert runtime.num_epochs == 8
+        assert runtime.run_dir == str(Path("runs") / "logs-bc" / "grasp_easy_small_tt")  # not the BC run's folder
 
 
 def test_a_config_typo_fails_at_composition():

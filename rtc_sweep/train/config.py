@@ -193,11 +193,13 @@ def to_runtime(cfg: Any, model_choice: str) -> Runtime:
         )
     if task.name == "flow":
         name = ke.level_name(cfg.level.name)
+        tt = "_tt" if model.simulated_delay else ""
         if task.data_path is None and task.run_path is None:
             raise ConfigError("task.run_path", "set task.run_path (a run with data/) or task.data_path")
         return FlowBCConfig(
             data_path=task.data_path or str(Path(task.run_path) / "data" / f"worlds_l_{name}.npz"),
-            run_dir=cfg.run_dir or default_run_dir("logs-bc", cfg.level.name, model_choice),
+            # a training-time RTC fine-tune gets its own folder: sharing the BC run's would "resume" that run
+            run_dir=cfg.run_dir or default_run_dir("logs-bc", cfg.level.name, model_choice + tt),
             level=cfg.level.name,
             model=model,
             optim=_optim(task.optim),

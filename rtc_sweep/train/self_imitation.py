@@ -52,7 +52,7 @@ from rtc_sweep.checkpoint import load_policy, save_policy
 from rtc_sweep.policy import MODEL_PRESETS, ModelConfig, Params, init_params
 from rtc_sweep.samplers import MethodConfig, sample_chunk
 from rtc_sweep.train.flow_bc import OptimConfig, Stream, TrainState, init_train_state, make_fit, make_optimizer
-from rtc_sweep.train.io import load_pickle, save_pickle, write_json
+from rtc_sweep.train.io import load_pickle, save_npz, save_pickle, write_json
 from rtc_sweep.train.rollout import (
     ChunkFn,
     Exploration,
@@ -114,13 +114,6 @@ def naive_chunk_fn(model: ModelConfig, num_flow_steps: int) -> ChunkFn:
 
 def _completed(run_dir: Path) -> list[int]:
     return sorted(int(p.name) for p in run_dir.iterdir() if p.name.isdigit() and (p / "stats.json").is_file())
-
-
-def _save_npz(path: Path, data: dict[str, np.ndarray]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp.npz")
-    np.savez(tmp, **data)
-    tmp.replace(path)
 
 
 def _eval_stats(stats: Any) -> dict[str, float]:
@@ -246,7 +239,7 @@ def run_self_imitation(cfg: SelfImitationConfig, progress: bool = True) -> dict[
         del transitions
         data = shortest_episodes(solved, cfg.elite_fraction)
         collect_s = time.time() - t0
-        _save_npz(run_dir / str(it) / "data" / data_name, data)
+        save_npz(run_dir / str(it) / "data" / data_name, data)
         replay.append({k: data[k] for k in ("obs", "action", "done")})
         replay = replay[-cfg.replay_iterations :]
         stream = Stream(*(jnp.asarray(np.concatenate([r[k] for r in replay])) for k in ("obs", "action", "done")))
