@@ -105,7 +105,9 @@ def test_models_match_the_presets() -> None:
     from rtc_sweep.policy import MODEL_PRESETS
 
     for name in options("model"):
-        assert to_job_config(compose_config([f"model={name}"])).run.model == MODEL_PRESETS[name], name
+        base, tt = name.removesuffix("_tt"), name.endswith("_tt")
+        expected = dataclasses.replace(MODEL_PRESETS[base], simulated_delay=5 if tt else None)
+        assert to_job_config(compose_config([f"model={name}"])).run.model == expected, name
 
 
 def test_schemas_mirror_the_runtime_dataclasses() -> None:
