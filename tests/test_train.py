@@ -204,7 +204,7 @@ def test_plan_search_writes_its_layout_and_resumes(tmp_path):
     used = action_dims(ke.load_level("grasp_easy"), 6)
     assert used.tolist() == [True, True, True, True, False, False]  # four motor bindings, no thrusters
     cfg = PlanConfig(run_dir=str(tmp_path / "plan"), population=4, elite=2, generations=2, segments=2,
-                     segment_ticks=4, eval_envs=4, demo_envs=4)  # fmt: skip
+                     segment_ticks=4, eval_envs=4, demo_envs=4, init_mean_std=0.5)  # fmt: skip
     stats = run_plan(cfg, progress=False)
     run = tmp_path / "plan"
     history = json.loads((run / "cem.json").read_text())
@@ -221,14 +221,62 @@ def test_plan_search_writes_its_layout_and_resumes(tmp_path):
     assert resumed[:2] == history and resumed[2]["generation"] == 2
 
 
-@pytest.mark.parametrize("task", ["self_imitation", "ppo", "collect", "flow", "flow_tt", "plan"])
+def _fake_plan_run(run: Path, plan: np.ndarray, solved: float, lengths: list[int], obs_value: float) -> None:
+    """A finished task=plan folder by hand: plan.npy, stats.json and demonstrations of the given episode lengths."""
+    (run / "data").mkdir(parents=True)
+    np.save(run / "plan.npy", plan.astype(np.float32))
+    (run / "stats.json").write_text(json.dumps({"plan": {"returned_episode_solved": solved}}))
+    n = sum(lengths)
+    done = np.zeros(n, bool)
+    done[np.cumsum(lengths) - 1] = True
+    obs = np.full((n, 3), obs_value, np.float16)
+    np.savez(run / "data" / "worlds_l_grasp_easy.npz", obs=obs, action=np.zeros((n, 6), np.float32), done=done,
+             solved=done, return_=done.astype(np.float32), length=np.ones(n, np.int32))  # fmt: skip
+
+
+def test_mix_keeps_distinct_solving_plans_and_balances_episodes(tmp_path):
+    from rtc_sweep.train.modes import MixConfig, run_mix, split_episodes
+
+    T = 8
+    a = np.zeros((T, 6))
+    b = np.zeros((T, 6))
+    b[:, :4] = 0.8  # far from a on the used (motor) dimensions
+    near_a = a.copy()
+    near_a[:, 0] = 0.1  # RMS distance 0.05 over 4 used dims: the same mode as a
+    off_dims = a.copy()
+    off_dims[:, 4:] = 1.0  # differs only on dimensions grasp_easy does not use: the same mode
+    _fake_plan_run(tmp_path / "plan_s0", a, 0.99, [3, 4, 5], 0.0)
+    _fake_plan_run(tmp_path / "plan_s1", b, 0.95, [2, 2], 1.0)
+    _fake_plan_run(tmp_path / "plan_s2", near_a, 0.97, [4], 0.0)
+    _fake_plan_run(tmp_path / "plan_s3", off_dims, 0.90, [4], 0.0)
+    _fake_plan_run(tmp_path / "plan_s4", -b, 0.50, [4], 0.0)  # distinct but does not solve
+    cfg = MixConfig(run_dir=str(tmp_path / "mix"), plans=str(tmp_path / "plan_s*"), min_solved=0.8, min_distance=0.25)
+    report = run_mix(cfg)
+    assert [Path(r).name for r in report["kept"]] == ["plan_s0", "plan_s1"]
+    why = {Path(c["run"]).name: c["decision"] for c in report["candidates"]}
+    assert why["plan_s2"].startswith("same mode") and why["plan_s3"].startswith("same mode")
+    assert "min_solved" in why["plan_s4"]
+    assert report["kept_plan_distance"][0][1] == pytest.approx(0.8)
+    assert report["kept_obs_distance"][0][1] > 0  # the modes' states differ too
+    with np.load(tmp_path / "mix" / "data" / "worlds_l_grasp_easy.npz") as f:
+        merged = {k: f[k] for k in f.files}
+    eps = split_episodes(merged)
+    assert report["episodes_per_mode"] == 2 and len(eps) == 4  # two episodes from each kept mode
+    assert [s.stop - s.start for s in eps] == [3, 4, 2, 2]
+    assert json.loads((tmp_path / "mix" / "modes.json").read_text())["transitions"] == 11
+    with pytest.raises(FileNotFoundError, match=r"task.plans"):
+        run_mix(MixConfig(run_dir=str(tmp_path / "m2"), plans=str(tmp_path / "nothing*")))
+
+
+@pytest.mark.parametrize("task", ["self_imitation", "ppo", "collect", "flow", "flow_tt", "plan", "mix"])
 def test_every_task_config_composes(task):
     train_config.register()
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = compose(
             "config",
             overrides=[f"task={task}", "model=small"]
-            + (["task.run_path=runs/x"] if task in ("collect", "flow", "flow_tt") else []),
+            + (["task.run_path=runs/x"] if task in ("collect", "flow", "flow_tt") else [])
+            + (["task.plans=runs/p*"] if task == "mix" else []),
         )
     runtime = train_config.to_runtime(cfg, "small")
     assert runtime.level == "grasp_easy"

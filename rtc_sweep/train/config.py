@@ -19,6 +19,7 @@ from rtc_sweep.errors import ConfigError
 from rtc_sweep.policy import ModelConfig
 from rtc_sweep.train.collect import CollectConfig, collect
 from rtc_sweep.train.flow_bc import FlowBCConfig, OptimConfig, train_flow
+from rtc_sweep.train.modes import MixConfig, run_mix
 from rtc_sweep.train.plan import PlanConfig, run_plan
 from rtc_sweep.train.ppo import PPOConfig, train_ppo
 from rtc_sweep.train.self_imitation import SelfImitationConfig, run_self_imitation
@@ -119,6 +120,7 @@ class PlanSchema:
     elite: int = 32  # best candidates the next generation's mean and std come from
     generations: int = 25
     init_std: float = 0.6  # sampling std of generation 0
+    init_mean_std: float = 0.0  # initial mean: 0 = zeros, > 0 = a seeded random plan of this std (distinct modes)
     min_std: float = 0.02  # added to the std every generation
     smoothing: float = 0.7  # weight of the elite's statistics in each update
     distance_weight: float = 0.3  # shaping: minus this times the closest goal-target approach
@@ -126,6 +128,15 @@ class PlanSchema:
     env_action_noise_std: float = 0.1  # the env's own action noise
     eval_envs: int = 512  # noise draws the final plan is measured over
     demo_envs: int = 2048  # environments the final plan is recorded on (solved episodes kept)
+
+
+@dataclasses.dataclass
+class MixSchema:
+    name: str = "mix"
+    plans: str = MISSING  # glob of finished task=plan run folders of this level (one mode each)
+    min_solved: float = 0.8  # a plan must solve at least this fraction of its measuring episodes
+    min_distance: float = 0.25  # RMS action distance below which two plans count as one mode
+    max_modes: int = 8  # keep at most this many modes
 
 
 @dataclasses.dataclass
@@ -153,6 +164,7 @@ def register() -> None:
     cs.store(group="task", name="ppo_schema", node=PPOSchema)
     cs.store(group="task", name="collect_schema", node=CollectSchema)
     cs.store(group="task", name="plan_schema", node=PlanSchema)
+    cs.store(group="task", name="mix_schema", node=MixSchema)
 
 
 def _optim(o: Any) -> OptimConfig:
@@ -167,7 +179,7 @@ def default_run_dir(task: str, level: str, model_choice: str) -> str:
     return str(Path("runs") / task / f"{ke.level_name(level)}_{model_choice}")
 
 
-Runtime = SelfImitationConfig | FlowBCConfig | PPOConfig | CollectConfig | PlanConfig
+Runtime = SelfImitationConfig | FlowBCConfig | PPOConfig | CollectConfig | PlanConfig | MixConfig
 
 
 def _fields(cls: type, node: Any, skip: set[str]) -> dict[str, Any]:
@@ -231,11 +243,18 @@ def to_runtime(cfg: Any, model_choice: str) -> Runtime:
             seed=cfg.seed,
             **_fields(PlanConfig, task, {"run_dir", "level", "seed"}),
         )
+    if task.name == "mix":
+        if task.max_modes < 1:
+            raise ConfigError("task.max_modes", f"{task.max_modes}; allowed: >= 1")
+        if not 0.0 <= task.min_solved <= 1.0:
+            raise ConfigError("task.min_solved", f"{task.min_solved}; allowed: a fraction in [0, 1]")
+        run_dir = cfg.run_dir or str(Path("runs") / "mix" / ke.level_name(cfg.level.name))
+        return MixConfig(run_dir=run_dir, level=cfg.level.name, **_fields(MixConfig, task, {"run_dir", "level"}))
     if task.name == "collect":
         run_dir = cfg.run_dir or task.run_path
         skip = {"run_dir", "level", "seed"}
         return CollectConfig(run_dir=run_dir, level=cfg.level.name, seed=cfg.seed, **_fields(CollectConfig, task, skip))
-    raise ConfigError("task.name", f"{task.name!r}; allowed: self_imitation, ppo, collect, flow, plan")
+    raise ConfigError("task.name", f"{task.name!r}; allowed: self_imitation, ppo, collect, flow, plan, mix")
 
 
 def run(runtime: Runtime, progress: bool = True) -> float:
@@ -247,6 +266,8 @@ def run(runtime: Runtime, progress: bool = True) -> float:
         return float(max((s["returned_episode_solved"] for s in last), default=0.0))
     if isinstance(runtime, PlanConfig):
         return float(run_plan(runtime, progress)["plan"]["returned_episode_solved"])
+    if isinstance(runtime, MixConfig):
+        return float(len(run_mix(runtime)["kept"]))
     if isinstance(runtime, CollectConfig):
         path = collect(runtime, progress)
         return float(json.loads(path.with_suffix(".selection.json").read_text())["returned_episode_solved"])

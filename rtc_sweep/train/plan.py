@@ -64,7 +64,9 @@ class PlanConfig:
     noise_seeds: int = 2  # env-noise draws each candidate is scored over
     elite: int = 32  # best candidates that the next generation's mean and std come from
     generations: int = 25
-    init_std: float = 0.6  # the sampling std of generation 0 (actions lie in [-1, 1]; the mean starts at 0)
+    init_std: float = 0.6  # the sampling std of generation 0 (actions lie in [-1, 1])
+    init_mean_std: float = 0.0  # the initial mean: 0 = all zeros, > 0 = a random plan of this std (seeded), so
+    #                             that runs with different seeds start apart and can end in different solutions
     min_std: float = 0.02  # added to the std every generation, so that the search never freezes
     smoothing: float = 0.7  # weight of the elite's mean and std in each update (1 = take them as they are)
     distance_weight: float = 0.3  # shaping: minus this times the closest goal-target approach
@@ -177,6 +179,9 @@ def run_plan(cfg: PlanConfig, progress: bool = True) -> dict[str, Any]:
     else:
         write_json(run_dir / "config.json", dataclasses.asdict(cfg))
         mean = np.zeros((K, A), np.float32)
+        if cfg.init_mean_std > 0:
+            z = np.asarray(jax.random.normal(jax.random.fold_in(key, 999_999), (K, A)))
+            mean = (np.clip(z * cfg.init_mean_std, -1.0, 1.0) * used).astype(np.float32)
         std = np.where(used, cfg.init_std, 0.0).astype(np.float32) * np.ones((K, 1), np.float32)
         start, history = 0, []
 
