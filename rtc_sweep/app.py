@@ -10,14 +10,14 @@ from pathlib import Path
 from typing import Any
 
 from rtc_sweep.config import JobConfig, config_columns, config_hash, in_reference_grid, validate
-from rtc_sweep.io import (
+from rtc_sweep.io import VIDEO_FILE, atomic_write_text, write_csv
+from rtc_sweep.results import (
     CONFIG_HASH_COLUMN,
+    IDENTIFYING_COLUMNS,
+    METRIC_COLUMNS,
     RESULTS_FILE,
     SKIPPED_FILE,
-    VIDEO_FILE,
-    atomic_write_text,
     complete_results,
-    write_csv,
 )
 from rtc_sweep.runtime import configure_host_devices, enable_compilation_cache
 
@@ -26,7 +26,11 @@ log = logging.getLogger("rtc_sweep")
 
 def describe(job: JobConfig) -> str:
     run = job.run
-    s = run.execute.execute_horizon if run.execute.mode == "fixed" else f"adaptive(s_min={run.execute.s_min})"
+    s: int | str = run.execute.execute_horizon
+    if run.execute.mode == "adaptive":
+        s = f"adaptive(s_min={run.execute.s_min})"
+    elif run.execute.mode == "synchronous":
+        s = f"synchronous({s})"
     return (
         f"level={run.level} profile={run.delay.name} method={run.method.name} s={s} seed={run.seed} "
         f"num_evals={run.num_evals}"
@@ -35,8 +39,6 @@ def describe(job: JobConfig) -> str:
 
 def results_row(row: dict[str, Any], job: JobConfig, digest: str) -> tuple[dict[str, Any], list[str]]:
     """evaluate's row completed with the job's config; columns: identifying, metrics, evaluate's extras, config."""
-    from rtc_sweep.evaluate import IDENTIFYING_COLUMNS, METRIC_COLUMNS
-
     missing = [c for c in (*IDENTIFYING_COLUMNS, *METRIC_COLUMNS) if c not in row]
     if missing:
         raise RuntimeError(f"evaluate() returned a row without {missing}")
@@ -59,6 +61,14 @@ def run(job: JobConfig, job_dir: Path) -> float | None:
     if job.compatible_only and job.run.method.name == "training_time" and not job.run.model.simulated_delay:
         # A sweep crossing models with methods: training_time needs a policy fine-tuned with simulated delay.
         reason = "skipped: method training_time needs model.simulated_delay (a training-time RTC policy); no row"
+        log.info("%s: %s", what, reason)
+        job_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(job_dir / SKIPPED_FILE, reason + "\n")
+        return None
+    if job.synchronous_naive_only and job.run.execute.mode == "synchronous" and job.run.method.name != "naive":
+        # A sweep crossing execute policies with methods: the synchronous baseline runs the naive sampler.
+        method = job.run.method.name
+        reason = f"skipped: execute_policy=synchronous runs only with method naive here (got {method}); no row"
         log.info("%s: %s", what, reason)
         job_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(job_dir / SKIPPED_FILE, reason + "\n")

@@ -3,8 +3,12 @@
 The benchmark pickles ``nnx.state(policy).to_pure_dict()``: a nested dict with int keys for list entries,
 ``None`` for disabled params, and jax ``ArrayImpl`` leaves of jax 0.4.35. Those leaves pickle through
 ``jax._src.array._reconstruct_array(fun, args, arr_state, aval_state)``, a private function that any jax may
-rename, so the loader maps it to a numpy rebuild and never needs jax to unpickle. It also refuses every global
-outside a short allow-list: a checkpoint is data, and a pickle may otherwise run arbitrary code.
+rename, so the loader maps it to a numpy rebuild and never needs jax to unpickle. Files are read through
+``rtc_sweep.safe_pickle``, which refuses every global outside a short allow-list: a checkpoint is data, and a
+pickle may otherwise run arbitrary code.
+
+``checkpoint=rtc-assets:<run>/<step>`` names one of the paper's published policies; ``rtc_sweep.assets``
+downloads it into the user cache, and ``load_policy(..., level=...)`` reads it from there.
 
 Files written here hold numpy float32 leaves and load with a plain ``pickle.load`` (numpy 1.x or 2.x) and in
 the benchmark's own ``eval_flow``.
@@ -14,7 +18,6 @@ from __future__ import annotations
 
 import os
 import pickle
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,36 +25,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from rtc_sweep import safe_pickle
 from rtc_sweep.errors import ConfigError
 from rtc_sweep.policy import ModelConfig, Params, init_params
-
-
-def _rebuild_jax_array(fun: Callable[..., np.ndarray], args: tuple[Any, ...], arr_state: Any, aval_state: Any) -> Any:
-    # What jax's _reconstruct_array does, minus the device put: numpy's own reconstruct plus __setstate__.
-    del aval_state  # only weak_type, which does not matter for stored params
-    arr = fun(*args)
-    arr.__setstate__(arr_state)
-    return arr
-
-
-_ALLOWED_GLOBALS: dict[tuple[str, str], Any] = {
-    ("jax._src.array", "_reconstruct_array"): _rebuild_jax_array,
-    ("numpy.core.multiarray", "_reconstruct"): np._core.multiarray._reconstruct,  # type: ignore[attr-defined]
-    ("numpy._core.multiarray", "_reconstruct"): np._core.multiarray._reconstruct,  # type: ignore[attr-defined]
-    ("numpy.core.multiarray", "scalar"): np._core.multiarray.scalar,  # type: ignore[attr-defined]
-    ("numpy._core.multiarray", "scalar"): np._core.multiarray.scalar,  # type: ignore[attr-defined]
-    ("numpy", "ndarray"): np.ndarray,
-    ("numpy", "dtype"): np.dtype,
-    ("builtins", "bytearray"): bytearray,
-}
-
-
-class _PolicyUnpickler(pickle.Unpickler):
-    def find_class(self, module: str, name: str) -> Any:
-        try:
-            return _ALLOWED_GLOBALS[(module, name)]
-        except KeyError:
-            raise pickle.UnpicklingError(f"unexpected object {module}.{name} in a policy file") from None
 
 
 class _PolicyPickler(pickle.Pickler):
@@ -121,26 +97,45 @@ def _tree_problems(found: Any, expected: Any, keypath: str = "") -> list[str]:
     return []
 
 
-def load_policy(
-    path: str | os.PathLike[str],
-    model: ModelConfig | None = None,
-    obs_dim: int | None = None,
-    action_dim: int | None = None,
-) -> Params:
-    """Load a policy file (the benchmark's or ours) as a params tree with float32 jnp leaves.
+def read_policy_tree(path: str | os.PathLike[str]) -> Any:
+    """A policy file's tree as stored (numpy leaves), through the restricted unpickler; no layout check.
 
-    With ``model`` given the tree is checked against it, key by key and shape by shape; ``obs_dim`` and
-    ``action_dim`` default to the ones the file implies. Every problem raises ``ConfigError("checkpoint", ...)``
-    naming the file.
+    Raises ``ConfigError("checkpoint", ...)`` naming the file; its ``__cause__`` is the
+    ``safe_pickle.UnsafePickleError`` when the file tried to build something other than data.
     """
     path = Path(path)
     if not path.is_file():
         raise ConfigError("checkpoint", f"{path}: no such file")
     try:
-        with path.open("rb") as f:
-            raw = _PolicyUnpickler(f).load()
-    except (OSError, pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError) as e:
-        raise ConfigError("checkpoint", f"{path}: not a policy pickle ({e})") from e
+        return safe_pickle.load_file(path)
+    except safe_pickle.UnsafePickleError as e:
+        raise ConfigError("checkpoint", f"{path}: not loaded: {e}") from e
+    except (OSError, pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError) as e:
+        raise ConfigError("checkpoint", f"{path}: not a policy pickle ({type(e).__name__}: {e})") from e
+
+
+def load_policy(
+    path: str | os.PathLike[str],
+    model: ModelConfig | None = None,
+    obs_dim: int | None = None,
+    action_dim: int | None = None,
+    level: str | None = None,
+) -> Params:
+    """Load a policy file (the benchmark's or ours) as a params tree with float32 jnp leaves.
+
+    With ``model`` given the tree is checked against it, key by key and shape by shape; ``obs_dim`` and
+    ``action_dim`` default to the ones the file implies. ``path`` may be ``rtc-assets:<run>/<step>`` (one of the
+    paper's policies, fetched once into the user cache by ``rtc_sweep.assets``), which needs ``level``. Every
+    problem raises ``ConfigError("checkpoint", ...)`` naming the file.
+    """
+    from rtc_sweep import assets
+
+    if assets.is_asset_ref(path):
+        if level is None:
+            raise ConfigError("checkpoint", f"{path}: an rtc-assets policy needs the level (load_policy(level=...))")
+        path = assets.fetch(str(path), level)
+    path = Path(path)
+    raw = read_policy_tree(path)
     try:
         file_obs, file_act = infer_dims(raw)
     except (KeyError, TypeError, ValueError, IndexError):

@@ -12,7 +12,6 @@ and JAX is not imported before ``runtime.configure_host_devices`` has run.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import re
 import typing
@@ -58,18 +57,21 @@ class DelayProfileSchema:
 
 @dataclass
 class MethodSchema:
-    name: str = "naive"  # naive | realtime | hard_masking | bid | training_time
+    name: str = "naive"  # naive | realtime | hard_masking | bid | training_time | temporal_ensembling
     prefix_attention_schedule: str = "exp"  # realtime: guidance weights over the chunk (exp | linear | ones | zeros)
     max_guidance_weight: float = 5.0  # realtime / hard_masking: β, the cap on the guidance weight (> 0)
     n_samples: int = 16  # bid: candidate chunks per inference (>= 1)
     bid_k: int | None = None  # bid: forward-contrast set size (1..n_samples); null = backward coherence only
-    weak_checkpoint: str | None = None  # bid: weak policy file for the forward contrast (needs bid_k)
+    weak_checkpoint: str | None = None  # bid: weak policy file (or rtc-assets:<run>/<step>) for the forward contrast
+    te_decay: float = 0.01  # temporal_ensembling: ACT's m (>= 0), weights exp(-m·i) over chunks, i = 0 the oldest
 
 
 @dataclass
 class ExecutePolicySchema:
-    mode: str = "fixed"  # fixed: execute execute_horizon actions per chunk; adaptive: s_k = clip(max(d̂_k, s_min), 1, H)
-    execute_horizon: int = 4  # s, fixed mode: actions executed per chunk (1..H)
+    # fixed: execute execute_horizon actions per chunk; adaptive: s_k = clip(max(d̂_k, s_min), 1, H); synchronous:
+    # inference blocks the controller (the fallback for d_k ticks, then execute_horizon actions; L_k = d_k + s)
+    mode: str = "fixed"  # fixed | adaptive | synchronous, as above
+    execute_horizon: int = 4  # s, fixed and synchronous modes: actions executed per chunk (1..H)
     s_min: int = 1  # adaptive: the smallest execute horizon (1..H)
     estimator: str = "oracle"  # d̂_k the method plans for: oracle (true delay) | max_recent (max of last buffer_size)
     buffer_size: int = 4  # max_recent: how many observed delays it remembers (>= 1)
@@ -97,7 +99,7 @@ class RtcSweepSchema:
     seed: int = 0  # the whole run (initial states, flow noise, delay draws, random init) is a function of it
     num_evals: int = 256  # environments (episodes) per level; the benchmark uses 2048
     num_flow_steps: int = 5  # Euler steps of the flow sampler
-    checkpoint: str | None = None  # policy .pkl in the benchmark's layout; null = shipped default; random = init
+    checkpoint: str | None = None  # policy .pkl; null = shipped; random = init; rtc-assets:bc/31 = the paper's
     max_timesteps: int = 256  # T: ticks per environment that count (the benchmark's episode length)
     micro_batch: int = 512  # environments per compiled rollout call; lower it when the GPU runs out of memory
     action_noise_std: float = 0.1  # std of the Gaussian noise the environment adds to every commanded action
@@ -106,6 +108,7 @@ class RtcSweepSchema:
     resume: bool = True  # skip the job when its folder already holds a complete results.csv for this config
     reference_grid_only: bool = False  # skip (d, s) outside the RTC paper's grid d <= s <= H - d (fixed_delay_sweep)
     compatible_only: bool = False  # skip training_time jobs on a model without simulated_delay (tt_vs_rtc)
+    synchronous_naive_only: bool = False  # skip execute_policy=synchronous jobs of any method but naive (sweeps)
 
 
 def register_configs() -> None:
@@ -123,6 +126,7 @@ class JobConfig:
     resume: bool = True
     reference_grid_only: bool = False
     compatible_only: bool = False
+    synchronous_naive_only: bool = False
 
 
 def to_job_config(cfg: DictConfig | RtcSweepSchema) -> JobConfig:
@@ -165,6 +169,7 @@ def to_job_config(cfg: DictConfig | RtcSweepSchema) -> JobConfig:
         resume=schema.resume,
         reference_grid_only=schema.reference_grid_only,
         compatible_only=schema.compatible_only,
+        synchronous_naive_only=schema.synchronous_naive_only,
     )
 
 
@@ -178,11 +183,13 @@ def validate(job: JobConfig) -> None:
     """Every check that needs no compile; raises ``ConfigError`` naming the key."""
     from rtc_sweep.evaluate import validate as validate_run
 
-    if job.reference_grid_only and (job.run.delay.mode != "fixed" or job.run.execute.mode != "fixed"):
+    if job.reference_grid_only and (
+        job.run.delay.mode != "fixed" or job.run.execute.mode not in ("fixed", "synchronous")
+    ):
         raise ConfigError(
             "reference_grid_only",
-            f"true needs delay_profile.mode=fixed and execute_policy.mode=fixed (got {job.run.delay.mode!r}, "
-            f"{job.run.execute.mode!r}); allowed: false otherwise",
+            f"true needs delay_profile.mode=fixed and execute_policy.mode=fixed or synchronous (got "
+            f"{job.run.delay.mode!r}, {job.run.execute.mode!r}); allowed: false otherwise",
         )
     validate_run(job.run)
 
@@ -216,8 +223,9 @@ def _cell(value: Any) -> Any:
 
 def config_hash(run: RunConfig) -> str:
     """A short fingerprint of everything that determines a job's results (resume compares it)."""
-    text = json.dumps(config_columns(run), sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+    from rtc_sweep.results import hash_config_columns
+
+    return hash_config_columns(config_columns(run))
 
 
 _INT_RANGE = re.compile(r"^(?P<prefix>\+{0,2})(?P<key>[\w.]+)=(?P<lo>\d+)-(?P<hi>\d+)$")

@@ -18,27 +18,6 @@ log = logging.getLogger(__name__)
 
 CHECKPOINTS_DIR = Path(__file__).resolve().parent / "checkpoints"
 
-IDENTIFYING_COLUMNS = ("profile", "method", "execute_policy", "seed", "level", "execute_horizon", "num_evals")
-METRIC_COLUMNS = (
-    "returned_episode_solved",
-    "returned_episode_returns",
-    "returned_episode_lengths",
-    "d_mean",
-    "d_p50",
-    "d_p95",
-    "d_p99",
-    "d_max",
-    "p_violate",
-    "p_late",
-    "p_underestimate",
-    "starved_ticks",
-    "mean_execute_horizon",
-    "mean_cycle_length",
-    "max_delta_action",
-    "max_ddelta_action",
-    "nfe_per_chunk",
-)
-
 
 def model_preset_name(model: Any) -> str | None:
     from rtc_sweep.policy import MODEL_PRESETS
@@ -85,6 +64,12 @@ def validate(cfg: RunConfig) -> None:
     cfg.delay.validate()
     cfg.method.validate()
     cfg.execute.validate(H)
+    if cfg.method.name == "temporal_ensembling" and cfg.execute.mode == "synchronous":
+        raise ConfigError(
+            "execute_policy.mode",
+            "'synchronous' runs each chunk alone, there is nothing to ensemble; allowed with method "
+            "temporal_ensembling: fixed, adaptive",
+        )
     if cfg.method.name == "training_time" and not cfg.model.simulated_delay:
         raise ConfigError(
             "method.name",
@@ -92,14 +77,19 @@ def validate(cfg: RunConfig) -> None:
             "checkpoint fine-tuned that way",
         )
     name = level_name(cfg.level)
-    _check_file("checkpoint", cfg.checkpoint)
+    from rtc_sweep.assets import resolve_checkpoint  # rtc-assets:<run>/<step> -> the cached file, fetched and checked
+
+    _check_file("checkpoint", resolve_checkpoint(cfg.checkpoint, name, cfg.model))
     if cfg.checkpoint is None and default_checkpoint(name, cfg.model) is None:
         raise ConfigError(
             "checkpoint",
             f"no shipped policy for level {name!r} with this model (shipped: {shipped_checkpoints() or 'none'}); "
             "give checkpoint=<path to .pkl> or checkpoint=random",
         )
-    _check_file("method.weak_checkpoint", cfg.method.weak_checkpoint)
+    _check_file(
+        "method.weak_checkpoint",
+        resolve_checkpoint(cfg.method.weak_checkpoint, name, cfg.model, "method.weak_checkpoint"),
+    )
 
 
 def shipped_checkpoints() -> list[str]:
@@ -117,7 +107,7 @@ def load_params(cfg: RunConfig, path: str | None, obs_dim: int, action_dim: int,
         return init_params(jax.random.fold_in(jax.random.key(cfg.seed), 1000 + salt), obs_dim, action_dim, cfg.model)
     if path is None:
         path = str(default_checkpoint(level_name(cfg.level), cfg.model))
-    return load_policy(path, cfg.model, obs_dim, action_dim)
+    return load_policy(path, cfg.model, obs_dim, action_dim, level=level_name(cfg.level))
 
 
 @dataclasses.dataclass
@@ -164,7 +154,7 @@ def prepare(cfg: RunConfig, record_actions: bool = False) -> Prepared:
         weak_params=weak_params,
         env_params=env_params,
         delay_arrays=cfg.delay.arrays(cfg.max_timesteps),
-        execute=ExecuteArrays.from_config(cfg.execute),
+        execute=ExecuteArrays.from_config(cfg.execute, te_decay=cfg.method.te_decay),
     )
 
 
@@ -207,11 +197,17 @@ def run_rollouts(prep: Prepared, progress: bool = True, injected_delays: np.ndar
 
 def metrics(per_env: Any) -> dict[str, float]:
     """timeline.md's metrics from the per-environment results (numpy)."""
+    from rtc_sweep.stats import wilson_interval
+
     delays = per_env.cycle_delay[per_env.cycle_delay >= 0].astype(np.float64)  # every cycle, all envs
     n_cycles = max(int(per_env.n_cycles.sum()), 1)
     first = per_env.first
+    solved = np.asarray(first.solved, dtype=bool)
+    ci_low, ci_high = wilson_interval(int(solved.sum()), solved.size)
     return {
         "returned_episode_solved": float(np.mean(first.solved)),
+        "returned_episode_solved_ci_low": ci_low,
+        "returned_episode_solved_ci_high": ci_high,
         "returned_episode_returns": float(np.mean(first.returns)),
         "returned_episode_lengths": float(np.mean(first.length)),
         "d_mean": float(delays.mean()),
@@ -240,7 +236,7 @@ def evaluate(cfg: RunConfig, progress: bool = True) -> dict[str, Any]:
     log.info("level %s loaded; compiling and running %d environments", prep.level.name, cfg.num_evals)
     per_env = run_rollouts(prep, progress=progress)
     wall = time.perf_counter() - t0
-    execute_horizon = cfg.execute.execute_horizon if cfg.execute.mode == "fixed" else cfg.execute.s_min
+    execute_horizon = cfg.execute.execute_horizon if cfg.execute.mode != "adaptive" else cfg.execute.s_min
     row: dict[str, Any] = {
         "profile": cfg.delay.name,
         "method": cfg.method.name,

@@ -1,4 +1,4 @@
-"""Job outputs on disk: atomic writes and the results.csv format (written by the app, read by resume and aggregate).
+"""Job outputs on disk: atomic writes and CSV files (results.csv's columns and completeness: ``rtc_sweep.results``).
 
 Every file is written to a temporary file in the same folder and moved into place with ``os.replace``, so a
 job killed mid-write leaves either the old file or none, never half a table that a resumed sweep would trust.
@@ -9,17 +9,13 @@ from __future__ import annotations
 import contextlib
 import csv
 import io
-import math
 import os
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-RESULTS_FILE = "results.csv"
-SKIPPED_FILE = "skipped.txt"
 VIDEO_FILE = "rollout.mp4"
-CONFIG_HASH_COLUMN = "config_hash"
 
 
 @contextlib.contextmanager
@@ -69,37 +65,3 @@ def read_csv(path: str | os.PathLike[str]) -> list[dict[str, str]] | None:
             return list(csv.DictReader(f))
     except (OSError, UnicodeDecodeError, csv.Error):
         return None
-
-
-def required_columns() -> tuple[str, ...]:
-    from rtc_sweep.evaluate import IDENTIFYING_COLUMNS, METRIC_COLUMNS
-
-    return (*IDENTIFYING_COLUMNS, *METRIC_COLUMNS)
-
-
-def complete_results(path: str | os.PathLike[str], config_hash: str | None = None) -> list[dict[str, str]] | None:
-    """The rows of a job's results.csv when it is complete, else None.
-
-    Complete: it parses, holds at least one row, every identifying and metric column is present, the identifying
-    columns and ``returned_episode_solved`` are filled and numeric metrics parse, and (when ``config_hash`` is
-    given) it was written for that config.
-    """
-    from rtc_sweep.evaluate import IDENTIFYING_COLUMNS
-
-    rows = read_csv(path)
-    if not rows:
-        return None
-    required = required_columns()
-    for row in rows:
-        if any(col not in row or row[col] is None for col in required):
-            return None
-        if any(row[col] == "" for col in (*IDENTIFYING_COLUMNS, "returned_episode_solved")):
-            return None
-        try:
-            if not math.isfinite(float(row["returned_episode_solved"])):
-                return None
-        except ValueError:
-            return None
-        if config_hash is not None and row.get(CONFIG_HASH_COLUMN) != config_hash:
-            return None
-    return rows

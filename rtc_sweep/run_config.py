@@ -9,7 +9,7 @@ from rtc_sweep.errors import ConfigError
 from rtc_sweep.policy import ModelConfig
 from rtc_sweep.samplers import MethodConfig
 
-EXECUTE_MODES = ("fixed", "adaptive")
+EXECUTE_MODES = ("fixed", "adaptive", "synchronous")
 ESTIMATORS = ("oracle", "max_recent")
 STARVATION = ("zero", "hold")
 MAX_BUFFER = 64  # capacity of the max_recent estimator's delay buffer (buffer_size is traced, up to this)
@@ -17,8 +17,10 @@ MAX_BUFFER = 64  # capacity of the max_recent estimator's delay buffer (buffer_s
 
 @dataclasses.dataclass(frozen=True)
 class ExecutePolicy:
-    mode: str = "fixed"  # fixed: s_k = execute_horizon; adaptive: s_k = clip(max(d̂_k, s_min), 1, H)
-    execute_horizon: int = 1  # s, actions executed per chunk when mode=fixed (1..H)
+    # fixed: s_k = execute_horizon; adaptive: s_k = clip(max(d̂_k, s_min), 1, H); synchronous: inference blocks the
+    # controller (the fallback for d_k ticks, then new[0 .. s-1]; L_k = d_k + s; timeline.md "Two baselines")
+    mode: str = "fixed"  # fixed | adaptive | synchronous, as above
+    execute_horizon: int = 1  # s, actions executed per chunk when mode=fixed or synchronous (1..H)
     s_min: int = 1  # adaptive: smallest execute horizon (1..H)
     estimator: str = "oracle"  # d̂_k: oracle (the true delay) or max_recent (max of the last buffer_size delays)
     buffer_size: int = 4  # max_recent: how many observed delays it remembers (>= 1)
@@ -53,7 +55,9 @@ class RunConfig:
     seed: int = 0  # the whole run is a function of it
     num_evals: int = 2048  # environments (episodes) per level
     num_flow_steps: int = 5  # Euler steps of the flow sampler
-    checkpoint: str | None = None  # policy pickle; None = the shipped default for the level; "random" = init from seed
+    # policy pickle; None = the shipped default for the level; "random" = init from seed; "rtc-assets:<run>/<step>"
+    # (e.g. rtc-assets:bc/31) = the RTC paper's policy, model=default, fetched once into the cache (rtc_sweep/assets.py)
+    checkpoint: str | None = None
     delay: DelayProfile = dataclasses.field(default_factory=DelayProfile)
     method: MethodConfig = dataclasses.field(default_factory=MethodConfig)
     execute: ExecutePolicy = dataclasses.field(default_factory=ExecutePolicy)

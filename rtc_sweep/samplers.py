@@ -3,7 +3,9 @@
 The method kind, the flow steps and the shapes are static (each costs a compile). The inference delay d and
 the prefix attention horizon are traced int arrays of shape [] or [B], so one compiled program serves a
 whole sweep over delays and execute horizons, with a different delay in every environment of a batch. They
-are only ever compared against ``arange(H)``, never used to slice.
+are only ever compared against ``arange(H)``, never used to slice. So is the optional ``plan_length``: where the
+previous chunk ran short of a plan (a stretched cycle under random delays, timeline.md "What the methods are
+told"), positions from ``plan_length`` on are never a target.
 
 Numerics follow the original benchmark (reference-benchmark.md §5.3-5.6 and §9); the conformance vectors in
 ``tests/data/conformance`` pin them.
@@ -12,6 +14,7 @@ Numerics follow the original benchmark (reference-benchmark.md §5.3-5.6 and §9
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable
 
 import jax
@@ -20,18 +23,21 @@ import jax.numpy as jnp
 from rtc_sweep.errors import ConfigError
 from rtc_sweep.policy import ModelConfig, Params, velocity, velocity_with_prefix
 
-METHODS = ("naive", "realtime", "hard_masking", "bid", "training_time")
+METHODS = ("naive", "realtime", "hard_masking", "bid", "training_time", "temporal_ensembling")
 SCHEDULES = ("exp", "linear", "ones", "zeros")
 
 
 @dataclasses.dataclass(frozen=True)
 class MethodConfig:
-    name: str = "naive"  # naive | realtime | hard_masking | bid | training_time
+    name: str = "naive"  # naive | realtime | hard_masking | bid | training_time | temporal_ensembling
     prefix_attention_schedule: str = "exp"  # realtime: prefix weights over [d, H-s) (exp|linear|ones|zeros)
     max_guidance_weight: float = 5.0  # realtime/hard_masking: β, the cap on the guidance weight (> 0)
     n_samples: int = 16  # bid: candidate chunks drawn per observation (>= 1)
     bid_k: int | None = None  # bid: size of the forward-contrast sets (1..n_samples); None = backward loss only
     weak_checkpoint: str | None = None  # bid: the weak policy's file for the forward contrast (needs bid_k)
+    # temporal_ensembling: ACT's m, weights exp(-m·i) over the chunks covering a tick, i = 0 the oldest (>= 0).
+    # Traced by the rollout (timeline.ExecuteArrays), not part of its static spec.
+    te_decay: float = 0.01
 
     def validate(self) -> None:
         if self.name not in METHODS:
@@ -55,6 +61,8 @@ class MethodConfig:
             raise ConfigError(
                 "method.weak_checkpoint", f"{self.weak_checkpoint!r} needs method.bid_k; allowed: 1..{self.n_samples}"
             )
+        if not (math.isfinite(self.te_decay) and self.te_decay >= 0):
+            raise ConfigError("method.te_decay", f"{self.te_decay}; allowed: a finite number >= 0")
 
 
 def get_prefix_weights(start: jax.Array | int, end: jax.Array | int, total: int, schedule: str) -> jax.Array:
@@ -87,13 +95,36 @@ def get_prefix_weights(start: jax.Array | int, end: jax.Array | int, total: int,
     return jnp.broadcast_to(jnp.where(idx >= end, 0, w), shape)
 
 
+def guidance_weights(
+    method: MethodConfig,
+    inference_delay: jax.Array | int,
+    prefix_attention_horizon: jax.Array | int,
+    total: int,
+    plan_length: jax.Array | int | None = None,
+) -> jax.Array:
+    """How much each position of the previous chunk is a target: realtime's and hard masking's guidance weights,
+    bid's backward-loss weights. [total], or [B, total] when an argument is [B].
+
+    The reference's ``get_prefix_weights(d, H - s, H, schedule)`` (exp for bid, zeros for hard masking), then 0
+    from ``plan_length`` on: those positions of ``prev`` carry no plan (timeline.md "What the methods are told").
+    ``plan_length=None``, or any value >= H - s, leaves the reference's weights bit for bit.
+    """
+    schedule = {"hard_masking": "zeros", "bid": "exp"}.get(method.name, method.prefix_attention_schedule)
+    w = get_prefix_weights(inference_delay, prefix_attention_horizon, total, schedule)
+    if plan_length is None:
+        return w
+    has_plan = jnp.arange(total) < jnp.asarray(plan_length)[..., None]  # [total] or [B, total]
+    return jnp.where(has_plan, w, 0.0)
+
+
 def noise_shape(method: MethodConfig, batch: int, H: int, A: int) -> tuple[int, ...]:
     """Shape of the noise ``sample_chunk`` takes: [n_samples, B, H, A] for bid, [B, H, A] otherwise."""
     return (method.n_samples, batch, H, A) if method.name == "bid" else (batch, H, A)
 
 
 def nfe_per_chunk(method: MethodConfig, num_flow_steps: int, has_weak: bool = False) -> int:
-    """Network evaluations per chunk and observation; a vjp (forward + backward) counts as 2."""
+    """Network evaluations per chunk and observation; a vjp (forward + backward) counts as 2 (temporal ensembling
+    samples naively: its averaging happens in the executor)."""
     if method.name in ("realtime", "hard_masking"):
         return 2 * num_flow_steps
     if method.name == "bid":
@@ -158,9 +189,12 @@ def _training_time(
     prev_chunk: jax.Array,
     inference_delay: jax.Array,
     num_flow_steps: int,
+    plan_length: jax.Array | None = None,
 ) -> jax.Array:
     B, H, _ = noise.shape
     prefix = jnp.arange(H) < jnp.asarray(inference_delay)[..., None]  # [H] or [B, H]
+    if plan_length is not None:  # a position without a plan is never a clean prefix
+        prefix = prefix & (jnp.arange(H) < jnp.asarray(plan_length)[..., None])
     prefix = jnp.broadcast_to(prefix, (B, H))
 
     def step(x: jax.Array, t: jax.Array, dt: float) -> jax.Array:
@@ -223,13 +257,17 @@ def sample_chunk(
     prefix_attention_horizon: jax.Array,
     num_flow_steps: int,
     weak_params: Params | None = None,
+    plan_length: jax.Array | None = None,
 ) -> jax.Array:
     """A new action chunk [B, H, A] for observations obs [B, O].
 
     ``noise`` has ``noise_shape(method, B, H, A)``. ``prev_chunk`` [B, H, A] is the previous chunk already
     shifted to line up with the new one (its executed-and-gone head removed, zeros after its end).
     ``inference_delay`` (d) and ``prefix_attention_horizon`` (H - s) are int arrays of shape [] or [B]; naive
-    ignores both, training_time uses only d. ``weak_params``: bid's weak policy, used iff ``method.bid_k`` is set.
+    ignores both (and so does temporal_ensembling, whose sampler is naive), training_time uses only d.
+    ``weak_params``: bid's weak policy, used iff ``method.bid_k`` is set. ``plan_length`` ([] or [B], optional):
+    positions ``>= plan_length`` of ``prev_chunk`` carry no plan and are never a target (``guidance_weights``;
+    training_time keeps them out of its clean prefix); None, as the reference, weights the whole chunk.
     """
     B, H, A = prev_chunk.shape
     assert noise.shape == noise_shape(method, B, H, A), (noise.shape, method.name, prev_chunk.shape)
@@ -238,20 +276,21 @@ def sample_chunk(
     end = jnp.asarray(prefix_attention_horizon)
     assert d.shape in ((), (B,)), d.shape
     assert end.shape in ((), (B,)), end.shape
+    if plan_length is not None:
+        assert jnp.shape(plan_length) in ((), (B,)), jnp.shape(plan_length)
 
-    if method.name == "naive":
+    if method.name in ("naive", "temporal_ensembling"):
         return _naive(params, model, obs, noise, num_flow_steps)
     if method.name in ("realtime", "hard_masking"):
-        schedule = "zeros" if method.name == "hard_masking" else method.prefix_attention_schedule
-        weights = get_prefix_weights(d, end, H, schedule)  # [H] or [B, H]
+        weights = guidance_weights(method, d, end, H, plan_length)  # [H] or [B, H]
         return _realtime(params, model, obs, noise, prev_chunk, weights, method.max_guidance_weight, num_flow_steps)
     if method.name == "bid":
         if (method.bid_k is None) != (weak_params is None):
             raise ValueError("bid: the forward contrast needs both method.bid_k and weak_params, or neither")
-        weights = get_prefix_weights(d, end, H, "exp")
+        weights = guidance_weights(method, d, end, H, plan_length)
         return _bid(params, model, obs, noise, prev_chunk, weights, num_flow_steps, method.bid_k, weak_params)
     if method.name == "training_time":
-        return _training_time(params, model, obs, noise, prev_chunk, d, num_flow_steps)
+        return _training_time(params, model, obs, noise, prev_chunk, d, num_flow_steps, plan_length)
     raise ValueError(f"unknown method {method.name!r}; allowed: {', '.join(METHODS)}")
 
 

@@ -1,4 +1,4 @@
-"""The asynchronous execution timeline as a pure, jitted rollout (the contract: shared/design/timeline.md).
+"""The asynchronous execution timeline as a pure, jitted rollout (the contract: docs/timeline.md).
 
 Every environment runs its own sequence of inference cycles. Cycle ``k`` starts at tick ``t_k``, observes
 ``o_{t_k}``, draws its true delay ``d_k`` (a stream keyed by seed, environment and cycle only: common random
@@ -19,9 +19,20 @@ ticks, as in the reference. Measured (scripts/bench_rollout.py, small model, 256
 the time of a fixed delay. The small model's chunk costs well under one batch env tick, so even a sampler
 call on every tick would stay within the 1.5x budget, while the cycle scan would waste 2-4x env steps.
 
+What the methods are told (timeline.md): ``prev`` is ``cur`` with the fallback the controller will run on
+``valid_k <= i < d̂_k`` (``guidance_inputs``), and positions from ``max(valid_k, d̂_k)`` on are never a target
+(``plan_length``, samplers.guidance_weights). On the reference grid both are no-ops, bit for bit.
+
+The two baselines ride on the same scan. Synchronous execution (``execute_policy.mode=synchronous``, traced):
+the cycle lasts ``d_k + s``, its first ``d_k`` ticks starve, ``new[j]`` runs at ``t_k + d_k + j``. Temporal
+ensembling (``method=temporal_ensembling``, static: only its program carries the buffer): a ring of the last H
+chunks, each with its observation and landing tick; a tick's action is the ``exp(-m·i)``-weighted mean of the
+landed chunks covering it (``i`` = 0 for the oldest).
+
 Static (one compile each): the method, the model sizes, the batch shape, ``T``. Traced (one program serves a
 whole sweep): the delay profile's values, the execute policy (mode, horizon, s_min, estimator, buffer size,
-starvation fallback), the level's state and params, the policy parameters and the seed.
+starvation fallback), temporal ensembling's decay, the level's state and params, the policy parameters and the
+seed.
 """
 
 from __future__ import annotations
@@ -47,27 +58,31 @@ _FLOW_NOISE, _ACTION_NOISE, _INIT_NOISE = 1, 2, 3  # the delay stream has its ow
 
 
 class ExecuteArrays(NamedTuple):
-    """The execute policy as traced arrays (see run_config.ExecutePolicy)."""
+    """The execute policy as traced arrays (see run_config.ExecutePolicy), and temporal ensembling's decay."""
 
     adaptive: jax.Array  # [] bool
+    synchronous: jax.Array  # [] bool: inference blocks the controller (L_k = d_k + s)
     execute_horizon: jax.Array  # [] int32
     s_min: jax.Array  # [] int32
     oracle: jax.Array  # [] bool
     buffer_size: jax.Array  # [] int32, 1..MAX_BUFFER
     prior_delay: jax.Array  # [] int32
     hold: jax.Array  # [] bool: starvation repeats the last executed action (else zeros)
+    te_decay: jax.Array  # [] float32: temporal ensembling's m (method.te_decay); read only by that method
 
     @staticmethod
-    def from_config(cfg: ExecutePolicy) -> ExecuteArrays:
+    def from_config(cfg: ExecutePolicy, te_decay: float = MethodConfig.te_decay) -> ExecuteArrays:
         assert 1 <= cfg.buffer_size <= MAX_BUFFER, cfg.buffer_size  # evaluate.validate names the key
         return ExecuteArrays(
             adaptive=jnp.asarray(cfg.mode == "adaptive"),
+            synchronous=jnp.asarray(cfg.mode == "synchronous"),
             execute_horizon=jnp.int32(cfg.execute_horizon),
             s_min=jnp.int32(cfg.s_min),
             oracle=jnp.asarray(cfg.estimator == "oracle"),
             buffer_size=jnp.int32(cfg.buffer_size),
             prior_delay=jnp.int32(cfg.prior_delay),
             hold=jnp.asarray(cfg.starvation == "hold"),
+            te_decay=jnp.float32(te_decay),
         )
 
 
@@ -76,13 +91,21 @@ class RolloutSpec:
     """The static part of a rollout: everything here costs a compile."""
 
     env: Env
-    method: MethodConfig
+    method: MethodConfig  # its te_decay is traced (ExecuteArrays.te_decay) and reset here, out of the static key
     model: ModelConfig
     num_flow_steps: int
     num_ticks: int  # T
     obs_dim: int
     action_dim: int
     record_actions: bool = False  # also return the executed actions and starvation flags per tick (tests, video)
+
+    def __post_init__(self) -> None:
+        # One program for every te_decay: the rollout reads it from ExecuteArrays, so it must not key the cache.
+        object.__setattr__(self, "method", dataclasses.replace(self.method, te_decay=MethodConfig.te_decay))
+
+    @property
+    def ensembling(self) -> bool:
+        return self.method.name == "temporal_ensembling"
 
 
 class PerEnv(NamedTuple):
@@ -102,7 +125,18 @@ class PerEnv(NamedTuple):
     actions: jax.Array | None  # [B, T, A] executed (pre-noise) actions, when record_actions
     starved: jax.Array | None  # [B, T] bool, when record_actions
     source: jax.Array | None  # [B, T, 2] int32, when record_actions: (cycle of the chunk, index in it) per
-    # executed action; cycle -1 is the initial chunk, (-2, -2) a starved tick
+    # executed action; cycle -1 is the initial chunk, (-2, -2) a starved tick; temporal ensembling: the newest of
+    # the chunks that voted
+
+
+class _Ensemble(NamedTuple):
+    """Temporal ensembling's ring of the last chunks (slot ``k % n``; the initial chunk is cycle -1)."""
+
+    chunks: jax.Array  # [B, n, H, A]
+    obs_tick: jax.Array  # [B, n] tick of the chunk's observation: chunk[i] is planned for obs_tick + i
+    land: jax.Array  # [B, n] tick from which it votes (obs_tick + d)
+    end: jax.Array  # [B, n] first tick it no longer votes at (obs_tick + H; the initial chunk: when cycle 0 lands)
+    cycle: jax.Array  # [B, n] cycle that sampled it; -1 the initial chunk, -2 an empty slot
 
 
 class _Carry(NamedTuple):
@@ -120,6 +154,7 @@ class _Carry(NamedTuple):
     last: jax.Array  # [B, A] last executed action
     last2: jax.Array  # [B, A] the one before
     stats: PerEnv
+    ensemble: _Ensemble | None  # temporal ensembling only
 
 
 def shift_left(chunk: jax.Array, n: jax.Array) -> jax.Array:
@@ -138,6 +173,44 @@ def _row(chunk: jax.Array, i: jax.Array) -> jax.Array:
     """``chunk[b, i[b]]`` for a traced ``i`` (clipped; the caller masks out-of-range)."""
     H = chunk.shape[1]
     return jnp.take_along_axis(chunk, jnp.clip(i, 0, H - 1)[:, None, None], axis=1)[:, 0]
+
+
+def guidance_inputs(
+    cur: jax.Array, valid: jax.Array, d_hat: jax.Array, last: jax.Array, hold: jax.Array
+) -> tuple[jax.Array, jax.Array]:
+    """What RTC-style methods are told about ``cur`` (timeline.md "What the methods are told"): ``(prev, plan)``.
+
+    ``prev[i] = cur[i]`` for ``i < valid``; for ``valid <= i < d̂`` the fallback the controller will run there
+    (hold: the last executed action, which is ``cur[valid - 1]``, or ``last`` when ``valid = 0``; zero: zeros),
+    frozen like the rest of the prefix. ``plan = max(valid, d̂)`` [B]: from there on ``prev`` carries no plan
+    and gets no weight. When ``d̂ <= valid`` (every cycle of the reference grid), ``prev`` is ``cur`` bit for bit.
+    Worked case (H = 8, hold, valid = 2, d̂ = 3)::
+
+        cur   c0 c1 0  0  0  0  0  0
+        prev  c0 c1 c1 0  0  0  0  0     plan = 3: weight 0 on 3..7
+    """
+    H = cur.shape[1]
+    held = jnp.where((valid > 0)[:, None], _row(cur, valid - 1), last)
+    fallback = jnp.where(hold, held, 0.0)  # [B, A]
+    idx = jnp.arange(H)[None, :]
+    fill = (idx >= valid[:, None]) & (idx < d_hat[:, None])  # [B, H]
+    prev = jnp.where(fill[..., None], fallback[:, None, :], cur)
+    return prev, jnp.maximum(valid, d_hat)
+
+
+def ensemble_action(ens: _Ensemble, t: jax.Array, decay: jax.Array) -> jax.Array:
+    """Temporal ensembling at tick ``t``: the mean of every landed chunk's prediction for ``t``, with ACT's
+    weights ``exp(-m·i)``, ``i`` the chunk's rank among the voters, 0 for the oldest. [B, A]; zeros where no
+    chunk votes (the caller runs the fallback there: exactly the starved ticks)."""
+    H = ens.chunks.shape[2]
+    voter = (ens.cycle >= -1) & (ens.land <= t) & (t < ens.end)  # [B, n]
+    idx = jnp.clip(t - ens.obs_tick, 0, H - 1)
+    pred = jnp.take_along_axis(ens.chunks, idx[:, :, None, None], axis=2)[:, :, 0]  # [B, n, A]
+    older = voter[:, None, :] & (ens.cycle[:, None, :] < ens.cycle[:, :, None])  # [B, j, l]: l votes, older than j
+    rank = jnp.sum(older, axis=-1)  # [B, n]
+    w = jnp.where(voter, jnp.exp(-decay * rank), 0.0)
+    total = jnp.sum(w, axis=-1)
+    return jnp.sum(w[..., None] * pred, axis=1) / jnp.where(total > 0, total, 1.0)[:, None]
 
 
 def env_keys(seed: jax.Array, env_index: jax.Array, scope_batch: bool) -> tuple[jax.Array, ...]:
@@ -193,13 +266,17 @@ def rollout(
             return jnp.take_along_axis(injected_delays, jnp.clip(k, 0, injected_delays.shape[1] - 1)[:, None], 1)[:, 0]
         return jax.vmap(delays_lib.draw_delay, in_axes=(None, 0, 0))(delay_arrays, delay_keys, k)
 
+    sync = execute.synchronous
+
     def tick(c: _Carry, t: jax.Array) -> tuple[_Carry, tuple[jax.Array, ...]]:
-        # 1. The running cycle ends: cur <- new shifted by L, the delay becomes observed.
+        # 1. The running cycle ends: cur <- new shifted by L (synchronous: by s, as new[0 .. s-1] ran after the
+        # d ticks of blocking), the delay becomes observed.
         boundary = c.i >= c.cycle_len  # [B]; at t = 0 every env has i = L = 0
         ended = boundary & (c.k > 0)
-        cur = jnp.where(ended[:, None, None], shift_left(c.new, c.cycle_len), c.cur)
-        cur_src = jnp.where(ended[:, None], jnp.stack([c.k - 1, c.cycle_len], axis=1), c.cur_src)
-        valid = jnp.where(ended, jnp.maximum(H - c.cycle_len, 0), c.valid)
+        shift = c.cycle_len - jnp.where(sync, c.d, 0)
+        cur = jnp.where(ended[:, None, None], shift_left(c.new, shift), c.cur)
+        cur_src = jnp.where(ended[:, None], jnp.stack([c.k - 1, shift], axis=1), c.cur_src)
+        valid = jnp.where(ended, jnp.maximum(H - shift, 0), c.valid)
         slot = (c.k - 1) % MAX_BUFFER
         pushed = c.buf.at[jnp.arange(B), slot].set(jnp.where(ended, c.d, c.buf[jnp.arange(B), slot]))
 
@@ -214,24 +291,47 @@ def rollout(
         s_new = jnp.where(execute.adaptive, jnp.clip(jnp.maximum(d_hat, execute.s_min), 1, H), execute.execute_horizon)
         s_new = jnp.broadcast_to(s_new, (B,))
         horizon = H - s_new  # prefix attention horizon
+        # Synchronous: nothing of cur runs while inference blocks, so nothing is frozen (d̂ = 0 for the sampler).
+        d_told = jnp.where(sync, 0, d_hat)
+        prev, plan_length = guidance_inputs(cur, valid, d_told, c.last, execute.hold)
 
         def run_sampler(_: None) -> jax.Array:
             return sample_chunk(
                 spec.method, params, spec.model, c.obs, _noise(spec, jax.vmap(jax.random.fold_in)(flow_keys, c.k)),
-                cur, d_hat, horizon, spec.num_flow_steps, weak_params,
+                prev, d_told, horizon, spec.num_flow_steps, weak_params, plan_length=plan_length,
             )  # fmt: skip
 
         sampled = jax.lax.cond(jnp.any(boundary), run_sampler, lambda _: c.new, None)
         new = jnp.where(boundary[:, None, None], sampled, c.new)
         d = jnp.where(boundary, d_new, c.d)
-        cycle_len = jnp.where(boundary, jnp.maximum(s_new, d_new), c.cycle_len)
+        cycle_len = jnp.where(boundary, jnp.where(sync, d_new + s_new, jnp.maximum(s_new, d_new)), c.cycle_len)
         i = jnp.where(boundary, 0, c.i)
+        ensemble = c.ensemble
+        if ensemble is not None:  # the new chunk joins the ring now and votes from t + d on
+            n_slots = ensemble.cycle.shape[1]
+            put = boundary[:, None] & (jnp.arange(n_slots)[None, :] == (c.k % n_slots)[:, None])  # [B, n]
+            # Cycle 0's chunk supersedes the initial one (both are drawn from o_0): that one stops when it lands.
+            superseded = (boundary & (c.k == 0))[:, None] & (ensemble.cycle == -1)
+            ensemble = _Ensemble(
+                chunks=jnp.where(put[:, :, None, None], sampled[:, None], ensemble.chunks),
+                obs_tick=jnp.where(put, t, ensemble.obs_tick),
+                land=jnp.where(put, t + d_new[:, None], ensemble.land),
+                end=jnp.where(put, t + H, jnp.where(superseded, t + d_new[:, None], ensemble.end)),
+                cycle=jnp.where(put, c.k[:, None], ensemble.cycle),
+            )
 
         # 3. Execute tick t: the old chunk until the new one lands at i = d, the fallback if the old one ran dry.
+        # Synchronous: the fallback until it lands, then new[i - d].
         arrived = i >= d
-        starved = ~arrived & (i >= valid)
+        runnable = jnp.where(sync, 0, valid)  # entries of cur the controller may run while the new chunk is out
+        starved = ~arrived & (i >= runnable)
         fallback = jnp.where(execute.hold, c.last, 0.0)
-        action = jnp.where(arrived[:, None], _row(new, i), jnp.where(starved[:, None], fallback, _row(cur, i)))
+        offset = jnp.where(sync, d, 0)
+        if ensemble is None:
+            planned = _row(new, i - offset)
+            action = jnp.where(arrived[:, None], planned, jnp.where(starved[:, None], fallback, _row(cur, i)))
+        else:  # every landed chunk covering t votes; none does exactly on the starved ticks
+            action = jnp.where(starved[:, None], fallback, ensemble_action(ensemble, t, execute.te_decay))
 
         tick_keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(action_keys, t)
         obs, env_state, info = jax.vmap(spec.env.step, in_axes=(0, 0, 0, None, None))(
@@ -244,7 +344,7 @@ def rollout(
         stats = st._replace(
             first=jax.vmap(FirstEpisode.update)(st.first, info),
             n_cycles=st.n_cycles + boundary,
-            n_violate=st.n_violate + (boundary & (d_new > valid)),
+            n_violate=st.n_violate + (boundary & (d_new > jnp.where(sync, 0, valid))),
             n_late=st.n_late + (boundary & (d_new > s_new)),
             n_under=st.n_under + (boundary & (d_new > d_hat)),
             sum_execute_horizon=st.sum_execute_horizon + jnp.where(boundary, s_new, 0),
@@ -255,11 +355,11 @@ def rollout(
         )
         carry = _Carry(
             env_state=env_state, obs=obs, cur=cur, valid=valid, new=new, i=i + 1, d=d, cycle_len=cycle_len,
-            k=c.k + boundary, buf=pushed, cur_src=cur_src, last=action, last2=c.last, stats=stats,
+            k=c.k + boundary, buf=pushed, cur_src=cur_src, last=action, last2=c.last, stats=stats, ensemble=ensemble,
         )  # fmt: skip
         outputs: tuple[jax.Array, ...] = (jnp.where(boundary, d_new, -1),)
         if spec.record_actions:
-            new_src = jnp.stack([c.k + boundary - 1, i], axis=1)
+            new_src = jnp.stack([c.k + boundary - 1, i - offset], axis=1)
             old_src = cur_src + jnp.stack([jnp.zeros_like(i), i], axis=1)
             source = jnp.where(arrived[:, None], new_src, jnp.where(starved[:, None], -2, old_src))
             outputs += (action, starved, source)
@@ -272,11 +372,24 @@ def rollout(
         sum_execute_horizon=zeros_i, sum_cycle_length=zeros_i, starved_ticks=zeros_i, max_delta=zf, max_ddelta=zf,
         actions=None, starved=None, source=None,
     )  # fmt: skip
+    ensemble0 = None
+    if spec.ensembling:
+        # At most H landed chunks cover a tick (one observation per tick, the initial one superseded by cycle 0's),
+        # so a ring of H slots never overwrites a voter; 2 when H = 1, where the initial chunk and cycle 0's coexist.
+        n_slots = max(H, 2)
+        initial = jnp.arange(n_slots) == n_slots - 1  # slot (-1) % n
+        ensemble0 = _Ensemble(
+            chunks=jnp.where(initial[None, :, None, None], init_chunk[:, None], 0.0),
+            obs_tick=jnp.zeros((B, n_slots), jnp.int32),
+            land=jnp.zeros((B, n_slots), jnp.int32),
+            end=jnp.full((B, n_slots), H, jnp.int32),
+            cycle=jnp.broadcast_to(jnp.where(initial, -1, -2), (B, n_slots)).astype(jnp.int32),
+        )
     carry0 = _Carry(
         env_state=state0, obs=obs0, cur=init_chunk, valid=jnp.full((B,), H, jnp.int32), new=init_chunk,
         i=zeros_i, d=zeros_i, cycle_len=zeros_i, k=zeros_i, buf=jnp.zeros((B, MAX_BUFFER), jnp.int32),
         cur_src=jnp.stack([jnp.full((B,), -1, jnp.int32), zeros_i], axis=1),
-        last=jnp.zeros((B, A)), last2=jnp.zeros((B, A)), stats=stats0,
+        last=jnp.zeros((B, A)), last2=jnp.zeros((B, A)), stats=stats0, ensemble=ensemble0,
     )  # fmt: skip
     final, outputs = jax.lax.scan(tick, carry0, jnp.arange(T))
     stats = final.stats._replace(cycle_delay=outputs[0].T)  # env-major, like every other field

@@ -1,47 +1,75 @@
 #!/usr/bin/env bash
-# Multimodal demonstrations -> flow BC (small) -> the shipping measurements, for each level given (default: all
-# 12 in the order of the model card). Per level, under runs/levels/<level>/ (git-ignored):
-#   plan_s<k>/  K cross-entropy-method plans with seeds 0..K-1 from random initial means (task=plan)
-#   mix/        the distinct ones merged into one dataset, modes.json says how different they are (task=mix)
-#   bc/         flow BC of the small model on the mix (task=flow)
+# Demonstrations -> flow BC (small) -> the shipping measurements, for each level given (default: all 12 in the
+# model card's order). Per level, under runs/levels/<level>/ (git-ignored):
+#   plan_s<k>/  cross-entropy-method plans with seeds 0..K-1 from random initial means (task=plan)
+#   route       which route made the policy: multimodal (the first plan solves >= MIN_FIRST open-loop) or
+#               closed_loop (it solves MIN_CLOSED..MIN_FIRST: the level punishes open-loop plans under the env's
+#               noise, so the BC policy is polished by success-filtered self-imitation of its own closed-loop
+#               rollouts), or SKIPPED with the reason
+#   mix/        multimodal: the distinct plans merged into one dataset, modes.json says how different (task=mix)
+#   bc/         flow BC of the small model (task=flow) on mix/ (multimodal) or plan_s0/ (closed_loop)
+#   si/         closed_loop: task=self_imitation from bc/'s last epoch; the best iteration is the policy
 #   eval_d0/    naive, d = 0, s = 1, 2048 episodes (the shipping criterion: >= 0.8)
 #   eval_d4/    naive, d = 4, s = 4, 1024 episodes (delay sensitivity: >= 0.10 below eval_d0)
-# Every stage resumes where it stopped; a failed level is logged and the next one starts.
-#   bash scripts/train_levels.sh [level ...]       env: MODES (3), GENS (20), POP (128), EPOCHS (10)
+#   times.tsv   wall seconds per stage
+# Every stage resumes where it stopped; a failed level is logged in runs/levels/failed.txt and the next starts.
+#   bash scripts/train_levels.sh [level ...]
+#   env: MODES (3), GENS (20), POP (128), NOISE (4), EPOCHS (10), MIN_FIRST (0.5), MIN_CLOSED (0.05), SI_ITERS (6)
 set -uo pipefail
 MODES=${MODES:-3}; GENS=${GENS:-20}; POP=${POP:-128}; NOISE=${NOISE:-4}; EPOCHS=${EPOCHS:-10}
-MIN_FIRST=${MIN_FIRST:-0.5}  # a level whose first plan solves less than this open-loop is left (needs closed loop)
+MIN_FIRST=${MIN_FIRST:-0.5}; MIN_CLOSED=${MIN_CLOSED:-0.05}; SI_ITERS=${SI_ITERS:-6}
 levels=("$@")
 [ ${#levels[@]} -eq 0 ] && levels=(grasp_easy catapult car_launch trampoline chain_lander catcher_v3 \
     hard_lunar_lander cartpole_thrust h17_unicycle mjc_swimmer mjc_half_cheetah mjc_walker)
 stamp() { date +%s; }
+solved_of() { python -c "import json; print(json.load(open('$1'))['plan']['returned_episode_solved'])"; }
+at_least() { python -c "import sys; sys.exit(0 if $1 >= $2 else 1)"; }
+plan() {  # plan <run> <level> <seed>
+  [ -f "$1/plan_s$3/stats.json" ] || python -m rtc_sweep.train task=plan level="$2" seed="$3" \
+    run_dir="$1/plan_s$3" task.generations="${GENS}" task.population="${POP}" task.elite=16 \
+    task.noise_seeds="${NOISE}" task.init_mean_std=0.5 task.eval_envs=$((POP * NOISE)) task.demo_envs=1024 \
+    progress=false
+}
 for level in "${levels[@]}"; do
   run=runs/levels/${level}
   mkdir -p "${run}"
   log=${run}/times.tsv
+  [ -f "${run}/SKIPPED" ] && continue
   (
     set -e
-    for ((k = 0; k < MODES; k++)); do
+    t0=$(stamp); plan "${run}" "${level}" 0; echo -e "plan_s0\t$(( $(stamp) - t0 ))" >> "${log}"
+    first=$(solved_of "${run}/plan_s0/stats.json")
+    if at_least "${first}" "${MIN_FIRST}"; then
+      echo multimodal > "${run}/route"
+      for ((k = 1; k < MODES; k++)); do
+        t0=$(stamp); plan "${run}" "${level}" "${k}"; echo -e "plan_s${k}\t$(( $(stamp) - t0 ))" >> "${log}"
+      done
       t0=$(stamp)
-      [ -f "${run}/plan_s${k}/stats.json" ] || python -m rtc_sweep.train task=plan level="${level}" seed="${k}" \
-        run_dir="${run}/plan_s${k}" task.generations="${GENS}" task.population="${POP}" task.elite=16 \
-        task.noise_seeds="${NOISE}" task.init_mean_std=0.5 task.eval_envs=$((POP * NOISE)) task.demo_envs=1024 \
-        progress=false
-      echo -e "plan_s${k}\t$(( $(stamp) - t0 ))" >> "${log}"
-      if [ "${k}" -eq 0 ]; then
-        first=$(python -c "import json; print(json.load(open('${run}/plan_s0/stats.json'))['plan']['returned_episode_solved'])")
-        python -c "import sys; sys.exit(0 if ${first} >= ${MIN_FIRST} else 1)" || {
-          echo "open-loop plan solves ${first} < ${MIN_FIRST}: left for a closed-loop route" > "${run}/SKIPPED"; exit 1; }
-      fi
-    done
-    t0=$(stamp)
-    python -m rtc_sweep.train task=mix level="${level}" task.plans="${run}/plan_s*" run_dir="${run}/mix"
-    echo -e "mix\t$(( $(stamp) - t0 ))" >> "${log}"
+      python -m rtc_sweep.train task=mix level="${level}" task.plans="${run}/plan_s*" run_dir="${run}/mix"
+      echo -e "mix\t$(( $(stamp) - t0 ))" >> "${log}"
+      data=${run}/mix/data/worlds_l_${level}.npz
+    elif at_least "${first}" "${MIN_CLOSED}"; then
+      echo closed_loop > "${run}/route"
+      data=${run}/plan_s0/data/worlds_l_${level}.npz
+    else
+      echo "the open-loop plan solves ${first} < ${MIN_CLOSED} of its episodes: no demonstrations to start from" \
+        > "${run}/SKIPPED"
+      exit 1
+    fi
     t0=$(stamp)
     python -m rtc_sweep.train task=flow level="${level}" model=small run_dir="${run}/bc" progress=false \
-      task.data_path="${run}/mix/data/worlds_l_${level}.npz" task.num_epochs="${EPOCHS}" task.optim.warmup_steps=200
+      task.data_path="${data}" task.num_epochs="${EPOCHS}" task.optim.warmup_steps=200
     echo -e "bc\t$(( $(stamp) - t0 ))" >> "${log}"
     ckpt=${run}/bc/$((EPOCHS - 1))/policies/worlds_l_${level}.pkl
+    if [ "$(cat "${run}/route")" = closed_loop ]; then
+      t0=$(stamp)
+      python -m rtc_sweep.train task=self_imitation level="${level}" model=small run_dir="${run}/si" progress=false \
+        task.init_checkpoint="${ckpt}" task.num_iterations="${SI_ITERS}" task.patience=3
+      echo -e "si\t$(( $(stamp) - t0 ))" >> "${log}"
+      best=$(python -c "import json; print(json.load(open('${run}/si/best.json'))['iteration'])")
+      ckpt=${run}/si/${best}/policies/worlds_l_${level}.pkl
+    fi
+    echo "${ckpt}" > "${run}/policy_path"
     t0=$(stamp)
     python -m rtc_sweep level="${level}" model=small checkpoint="${ckpt}" method=naive delay_profile=fixed \
       delay_profile.fixed_delay=0 execute_policy.execute_horizon=1 num_evals=2048 seed=0 progress=false \

@@ -4,50 +4,19 @@ from __future__ import annotations
 
 import csv
 from pathlib import Path
-from typing import Any
 
 import pytest
-from hydra import compose, initialize_config_dir
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import OmegaConf
+from sweep_folders import compose_config, make_job
 
 from rtc_sweep.aggregate import AggregateCallback, aggregate, main
-from rtc_sweep.app import results_row
-from rtc_sweep.config import config_hash, register_configs, to_job_config
-from rtc_sweep.io import RESULTS_FILE, SKIPPED_FILE, write_csv
-
-CONF = Path(__file__).resolve().parents[1] / "conf"
+from rtc_sweep.config import register_configs
+from rtc_sweep.results import RESULTS_FILE, SKIPPED_FILE
 
 
 @pytest.fixture(scope="module", autouse=True)
 def _registered() -> None:
     register_configs()
-
-
-def compose_config(overrides: list[str]) -> DictConfig:
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return compose("config", overrides=["checkpoint=random", *overrides])
-
-
-def make_job(sweep: Path, overrides: list[str], results: bool = True, **metrics: float) -> Path:
-    """A job folder as a sweep leaves it: .hydra/config.yaml, and results.csv with the given metrics."""
-    from rtc_sweep.evaluate import IDENTIFYING_COLUMNS, METRIC_COLUMNS
-
-    cfg = compose_config(overrides)
-    job = to_job_config(cfg)
-    folder = sweep / ",".join(overrides)
-    (folder / ".hydra").mkdir(parents=True)
-    OmegaConf.save(cfg, folder / ".hydra" / "config.yaml")
-    if results:
-        run = job.run
-        row: dict[str, Any] = dict.fromkeys(METRIC_COLUMNS, 0.0)
-        row.update(
-            profile=run.delay.name, method=run.method.name, execute_policy=run.execute.mode, seed=run.seed,
-            level=run.level, execute_horizon=run.execute.execute_horizon, num_evals=run.num_evals, **metrics,
-        )  # fmt: skip
-        out, columns = results_row({c: row[c] for c in (*IDENTIFYING_COLUMNS, *METRIC_COLUMNS)}, job,
-                                   config_hash(run))  # fmt: skip
-        write_csv(folder / RESULTS_FILE, [out], columns)
-    return folder
 
 
 SOLVED = {  # (profile, method) -> solved per seed 0, 1, 2
@@ -98,7 +67,7 @@ def test_tables_verdict_and_pairs(tail_sweep: Path) -> None:
     assert "FAIL" in naive_line
     # Paired (same profile and seed): realtime − naive is +0.1 on long_tail for every seed, so std 0.
     assert "| long_tail | fixed | grasp_easy | 4 | 256 | realtime | 3 | 0.100 ± 0.000" in md
-    for png in ("solved_by_profile.png", "jerk_by_profile.png", "delay_distribution.png"):
+    for png in ("solved.png", "jerk.png", "delay_distribution.png"):
         assert (tail_sweep / png).stat().st_size > 1000, png
 
 

@@ -19,8 +19,9 @@ from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
 from rtc_sweep.config import JobConfig, config_hash, register_configs, to_job_config
-from rtc_sweep.io import RESULTS_FILE, SKIPPED_FILE, VIDEO_FILE, complete_results
+from rtc_sweep.io import VIDEO_FILE
 from rtc_sweep.launch import GpuSlots, register_launcher, run_on_gpus, visible_gpus
+from rtc_sweep.results import RESULTS_FILE, SKIPPED_FILE, complete_results
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
@@ -46,7 +47,7 @@ def rtc_sweep(*args: str, cwd: Path, timeout: float = 900, **kwargs: Any) -> sub
 
 
 def fake_row(job: JobConfig, solved: float = 0.5) -> dict[str, Any]:
-    from rtc_sweep.evaluate import IDENTIFYING_COLUMNS, METRIC_COLUMNS
+    from rtc_sweep.results import IDENTIFYING_COLUMNS, METRIC_COLUMNS
 
     run = job.run
     row: dict[str, Any] = dict.fromkeys(METRIC_COLUMNS, 0.25)
@@ -79,7 +80,7 @@ def fake_evaluate(monkeypatch: pytest.MonkeyPatch) -> list[JobConfig]:
 
 def test_results_row_layout_and_resume(tmp_path: Path, fake_evaluate: list[Any]) -> None:
     from rtc_sweep.app import run
-    from rtc_sweep.evaluate import IDENTIFYING_COLUMNS, METRIC_COLUMNS
+    from rtc_sweep.results import IDENTIFYING_COLUMNS, METRIC_COLUMNS
 
     job = to_job_config(compose_config(["checkpoint=random", "seed=3"]))
     assert run(job, tmp_path) == 0.5
@@ -120,6 +121,23 @@ def test_outside_reference_grid_is_skipped(tmp_path: Path, fake_evaluate: list[A
     assert len(fake_evaluate) == 1
 
 
+def test_fixed_delay_sweep_runs_synchronous_with_naive_only(tmp_path: Path, fake_evaluate: list[Any]) -> None:
+    from rtc_sweep.app import run
+
+    grid = ["+experiment=fixed_delay_sweep", "checkpoint=random", "delay_profile.fixed_delay=2",
+            "execute_policy.execute_horizon=3"]  # fmt: skip
+    for i, method in enumerate(("realtime", "bid", "temporal_ensembling")):
+        assert run(to_job_config(compose_config([*grid, "execute_policy=synchronous", f"method={method}"])),
+                   tmp_path / f"skip{i}") is None  # fmt: skip
+        assert "synchronous" in (tmp_path / f"skip{i}" / SKIPPED_FILE).read_text()
+    assert not fake_evaluate
+    assert run(to_job_config(compose_config([*grid, "execute_policy=synchronous", "method=naive"])), tmp_path / "a")
+    assert run(to_job_config(compose_config([*grid, "method=temporal_ensembling"])), tmp_path / "b")
+    assert [(r.execute.mode, r.method.name) for r in fake_evaluate] == [
+        ("synchronous", "naive"), ("fixed", "temporal_ensembling")
+    ]  # fmt: skip
+
+
 def test_training_time_on_a_plain_model_is_skipped_in_tt_vs_rtc(tmp_path: Path, fake_evaluate: list[Any]) -> None:
     from rtc_sweep.app import run
     from rtc_sweep.errors import ConfigError
@@ -157,7 +175,8 @@ def test_video_calls_render_video(tmp_path: Path, fake_evaluate: list[Any], monk
 def test_help_lists_groups_and_examples(tmp_path: Path) -> None:
     out = rtc_sweep("--help", cwd=tmp_path, timeout=120)
     assert out.returncode == 0, out.stderr
-    for text in ("delay_profile: fixed", "method: bid", "experiment: fixed_delay_sweep", "seed=0-4", "gpu_pool"):
+    for text in ("delay_profile: fixed", "method: bid", "experiment: fixed_delay_sweep", "seed=0-4", "gpu_pool",
+                 "synchronous", "temporal_ensembling", "te_decay"):  # fmt: skip
         assert text in out.stdout, text
 
 
@@ -231,7 +250,8 @@ def test_sweep_killed_then_resumed_and_aggregated(tmp_path: Path) -> None:
         assert len(list(csv.DictReader(f))) == 4
     summary = (sweep / "summary.md").read_text()
     assert "4 jobs: 4 complete, 0 incomplete" in summary
-    assert (sweep / "summary.csv").is_file() and (sweep / "solved_by_profile.png").is_file()
+    assert (sweep / "summary.csv").is_file() and (sweep / "solved.png").is_file()
+    assert (sweep / "report.html").is_file()
 
 
 # ---------------------------------------------------------------------------------------------------------------

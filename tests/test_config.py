@@ -58,8 +58,10 @@ def test_every_group_has_its_options() -> None:
     from rtc_sweep.kinetix_env import BENCHMARK_LEVELS
 
     assert set(options("level")) == set(BENCHMARK_LEVELS)
-    assert set(options("method")) == {"naive", "realtime", "hard_masking", "bid", "training_time"}
-    assert set(options("execute_policy")) == {"fixed", "adaptive"}
+    assert set(options("method")) == {
+        "naive", "realtime", "hard_masking", "bid", "training_time", "temporal_ensembling"
+    }  # fmt: skip
+    assert set(options("execute_policy")) == {"fixed", "adaptive", "synchronous"}
     assert set(options("model")) == {"default", "small", "small_tt"}
     assert {"fixed", "long_tail", "tail_controlled", "uniform", "trace_example", "lognormal", "pareto"} <= set(
         options("delay_profile")
@@ -153,7 +155,10 @@ def test_fixed_delay_sweep_covers_the_paper_grid() -> None:
 
     cfg = compose_config(["+experiment=fixed_delay_sweep"], hydra=True)
     params = cfg.hydra.sweeper.params
-    assert params["method"] == "naive,realtime,bid,hard_masking"
+    assert params["method"] == "naive,realtime,bid,hard_masking,temporal_ensembling"
+    assert params["execute_policy"] == "fixed,synchronous"
+    sync = to_job_config(compose_config(["+experiment=fixed_delay_sweep", "execute_policy=synchronous"]))
+    assert (sync.run.execute.mode, sync.synchronous_naive_only, sync.run.delay.mode) == ("synchronous", True, "fixed")
     inside = []
     for d in range(5):
         for s in range(1, 9):
@@ -253,6 +258,9 @@ BAD = [
     (["method.max_guidance_weight=0"], "method.max_guidance_weight"),
     (["method=training_time"], "method.name"),
     (["method=bid", "method.bid_k=4"], "method.bid_k"),
+    (["method=temporal_ensembling", "method.te_decay=-0.1"], "method.te_decay"),
+    (["method=temporal_ensembling", "execute_policy=synchronous"], "execute_policy.mode"),
+    (["execute_policy=synchronous", "execute_policy.execute_horizon=0"], "execute_policy.execute_horizon"),
     (["model.action_chunk_size=0"], "model.action_chunk_size"),
     (["reference_grid_only=true"], "reference_grid_only"),
 ]  # fmt: skip

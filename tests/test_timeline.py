@@ -173,7 +173,7 @@ def test_adaptive_max_recent_metrics():
 
 def test_evaluate_returns_every_column():
     row = evaluate(config(), progress=False)
-    from rtc_sweep.evaluate import IDENTIFYING_COLUMNS, METRIC_COLUMNS
+    from rtc_sweep.results import IDENTIFYING_COLUMNS, METRIC_COLUMNS
 
     for col in IDENTIFYING_COLUMNS + METRIC_COLUMNS:
         assert col in row, col

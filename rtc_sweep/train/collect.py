@@ -26,6 +26,7 @@ import numpy as np
 from tqdm import tqdm
 
 from rtc_sweep import kinetix_env as ke
+from rtc_sweep import safe_pickle
 from rtc_sweep.train.io import write_json
 from rtc_sweep.train.ppo import ExpertEnvState, actor_dist, expert_obs, expert_reset, expert_step, sample_action
 
@@ -73,10 +74,8 @@ def select_experts(run_dir: Path, level_name: str, threshold: float, seed: int) 
 
 
 def _load_expert(path: Path) -> dict[str, Any]:
-    import pickle
-
-    with path.open("rb") as f:
-        return jax.tree.map(jnp.asarray, pickle.load(f))
+    # Through the restricted unpickler: an expert checkpoint is data (nested dicts of arrays), never code.
+    return jax.tree.map(jnp.asarray, safe_pickle.load_file(path))
 
 
 class CollectState(NamedTuple):

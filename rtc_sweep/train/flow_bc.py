@@ -84,6 +84,15 @@ def init_train_state(params: Params, optimizer: optax.GradientTransformation) ->
     return TrainState(params, optimizer.init(params), jnp.int32(0))
 
 
+def train_state_like(
+    obs_dim: int, action_dim: int, model: ModelConfig, optimizer: optax.GradientTransformation
+) -> TrainState:
+    """The structure and shapes of a fresh train state (no arrays made): what ``io.load_pickle`` restores into."""
+    return jax.eval_shape(  # type: ignore[no-any-return]
+        lambda: init_train_state(init_params(jax.random.key(0), obs_dim, action_dim, model), optimizer)
+    )
+
+
 def make_fit(
     model: ModelConfig, optimizer: optax.GradientTransformation, batch_size: int, num_steps: int
 ) -> Callable[[TrainState, jax.Array, Stream], tuple[TrainState, dict[str, jax.Array]]]:
@@ -180,7 +189,7 @@ def train_flow(cfg: FlowBCConfig, progress: bool = True) -> list[dict[str, float
     name = policy_file(cfg.level)
     resume = run_dir / "train_state.pkl"
     if done_epochs and resume.is_file():
-        state = load_pickle(resume)
+        state = load_pickle(resume, train_state_like(obs_dim, action_dim, cfg.model, optimizer))
         start_epoch = done_epochs[-1] + 1
     else:
         if cfg.load_dir is not None:

@@ -359,12 +359,14 @@ def train_ppo(cfg: PPOConfig, progress: bool = True) -> list[dict[str, float]]:
     level, env_params, init, update = _programs(dataclasses.replace(cfg, run_dir="", seed=0, num_updates=0))
     name = f"worlds_l_{level.name}"
     state_file = run_dir / "ppo_state.pkl"
+    keys = jax.random.split(jax.random.key(cfg.seed), cfg.num_seeds)
     if state_file.is_file():
-        saved = load_pickle(state_file)
+        fresh = jax.eval_shape(init, keys)  # the saved state's structure and shapes, traced but not compiled
+        like = {"runners": tuple(fresh)[:3], "key_data": jax.random.key_data(keys), "next_update": 0}
+        saved = load_pickle(state_file, like)
         runners = Runner(*saved["runners"][:3], jax.random.wrap_key_data(saved["key_data"]))
         start = int(saved["next_update"])
     else:
-        keys = jax.random.split(jax.random.key(cfg.seed), cfg.num_seeds)
         runners = init(keys)
         start = 0
         write_json(run_dir / "config.json", dataclasses.asdict(cfg))

@@ -51,7 +51,15 @@ from rtc_sweep import kinetix_env as ke
 from rtc_sweep.checkpoint import load_policy, save_policy
 from rtc_sweep.policy import MODEL_PRESETS, ModelConfig, Params, init_params
 from rtc_sweep.samplers import MethodConfig, sample_chunk
-from rtc_sweep.train.flow_bc import OptimConfig, Stream, TrainState, init_train_state, make_fit, make_optimizer
+from rtc_sweep.train.flow_bc import (
+    OptimConfig,
+    Stream,
+    TrainState,
+    init_train_state,
+    make_fit,
+    make_optimizer,
+    train_state_like,
+)
 from rtc_sweep.train.io import load_pickle, save_npz, save_pickle, write_json
 from rtc_sweep.train.rollout import (
     ChunkFn,
@@ -178,7 +186,8 @@ def run_self_imitation(cfg: SelfImitationConfig, progress: bool = True) -> dict[
     done_iters = _completed(run_dir)
     state_file = run_dir / "state.pkl"
     if done_iters and state_file.is_file():
-        saved = load_pickle(state_file)
+        like = train_state_like(obs_dim, action_dim, cfg.model, optimizer)
+        saved = load_pickle(state_file, {"iteration": 0, "train": tuple(like)})
         train_state = TrainState(*saved["train"])
         start = int(saved["iteration"]) + 1
         best = json.loads((run_dir / "best.json").read_text())
