@@ -2,22 +2,24 @@
 # Demonstrations -> flow BC (small) -> the shipping measurements, for each level given (default: all 12 in the
 # model card's order). Per level, under runs/levels/<level>/ (git-ignored):
 #   plan_s<k>/  cross-entropy-method plans with seeds 0..K-1 from random initial means (task=plan)
-#   route       which route made the policy: multimodal (the first plan solves >= MIN_FIRST open-loop) or
-#               closed_loop (it solves MIN_CLOSED..MIN_FIRST: the level punishes open-loop plans under the env's
-#               noise, so the BC policy is polished by success-filtered self-imitation of its own closed-loop
-#               rollouts), or SKIPPED with the reason
+#   route       which route made the policy: multimodal (the first plan solves >= MIN_FIRST open-loop: the
+#               plans that solve >= MIN_FIRST and differ are mixed) or closed_loop (it solves MIN_CLOSED..MIN_FIRST:
+#               BC on its demonstrations alone); either way, when the BC policy solves < SI_BELOW (self-imitation's
+#               iteration 0 measures it), success-filtered self-imitation of its own closed-loop rollouts polishes
+#               it and the best iteration is the policy ("+si"); or SKIPPED with the reason
 #   mix/        multimodal: the distinct plans merged into one dataset, modes.json says how different (task=mix)
 #   bc/         flow BC of the small model (task=flow) on mix/ (multimodal) or plan_s0/ (closed_loop)
-#   si/         closed_loop: task=self_imitation from bc/'s last epoch; the best iteration is the policy
+#   si/         task=self_imitation from bc/'s last epoch; the best iteration is the policy
 #   eval_d0/    naive, d = 0, s = 1, 2048 episodes (the shipping criterion: >= 0.8)
 #   eval_d4/    naive, d = 4, s = 4, 1024 episodes (delay sensitivity: >= 0.10 below eval_d0)
 #   times.tsv   wall seconds per stage
 # Every stage resumes where it stopped; a failed level is logged in runs/levels/failed.txt and the next starts.
 #   bash scripts/train_levels.sh [level ...]
-#   env: MODES (3), GENS (20), POP (128), NOISE (4), EPOCHS (10), MIN_FIRST (0.5), MIN_CLOSED (0.05), SI_ITERS (6)
+#   env: MODES (3), GENS (20), POP (128), NOISE (4), EPOCHS (10), MIN_FIRST (0.5), MIN_CLOSED (0.05), SI_ITERS (6),
+#        SI_BELOW (0.85)
 set -uo pipefail
 MODES=${MODES:-3}; GENS=${GENS:-20}; POP=${POP:-128}; NOISE=${NOISE:-4}; EPOCHS=${EPOCHS:-10}
-MIN_FIRST=${MIN_FIRST:-0.5}; MIN_CLOSED=${MIN_CLOSED:-0.05}; SI_ITERS=${SI_ITERS:-6}
+MIN_FIRST=${MIN_FIRST:-0.5}; MIN_CLOSED=${MIN_CLOSED:-0.05}; SI_ITERS=${SI_ITERS:-6}; SI_BELOW=${SI_BELOW:-0.85}
 levels=("$@")
 [ ${#levels[@]} -eq 0 ] && levels=(grasp_easy catapult car_launch trampoline chain_lander catcher_v3 \
     hard_lunar_lander cartpole_thrust h17_unicycle mjc_swimmer mjc_half_cheetah mjc_walker)
@@ -36,7 +38,7 @@ for level in "${levels[@]}"; do
   log=${run}/times.tsv
   [ -f "${run}/SKIPPED" ] && continue
   (
-    set -e
+    set -e  # (effective because the subshell's status is read after it, not in an || list)
     t0=$(stamp); plan "${run}" "${level}" 0; echo -e "plan_s0\t$(( $(stamp) - t0 ))" >> "${log}"
     first=$(solved_of "${run}/plan_s0/stats.json")
     if at_least "${first}" "${MIN_FIRST}"; then
@@ -45,7 +47,8 @@ for level in "${levels[@]}"; do
         t0=$(stamp); plan "${run}" "${level}" "${k}"; echo -e "plan_s${k}\t$(( $(stamp) - t0 ))" >> "${log}"
       done
       t0=$(stamp)
-      python -m rtc_sweep.train task=mix level="${level}" task.plans="${run}/plan_s*" run_dir="${run}/mix"
+      python -m rtc_sweep.train task=mix level="${level}" task.plans="${run}/plan_s*" run_dir="${run}/mix" \
+        task.min_solved="${MIN_FIRST}"
       echo -e "mix\t$(( $(stamp) - t0 ))" >> "${log}"
       data=${run}/mix/data/worlds_l_${level}.npz
     elif at_least "${first}" "${MIN_CLOSED}"; then
@@ -61,14 +64,17 @@ for level in "${levels[@]}"; do
       task.data_path="${data}" task.num_epochs="${EPOCHS}" task.optim.warmup_steps=200
     echo -e "bc\t$(( $(stamp) - t0 ))" >> "${log}"
     ckpt=${run}/bc/$((EPOCHS - 1))/policies/worlds_l_${level}.pkl
-    if [ "$(cat "${run}/route")" = closed_loop ]; then
-      t0=$(stamp)
+    t0=$(stamp)
+    python -m rtc_sweep.train task=self_imitation level="${level}" model=small run_dir="${run}/si" progress=false \
+      task.init_checkpoint="${ckpt}" task.num_iterations=0
+    bc_solved=$(python -c "import json; print(json.load(open('${run}/si/best.json'))['returned_episode_solved'])")
+    if ! at_least "${bc_solved}" "${SI_BELOW}"; then
       python -m rtc_sweep.train task=self_imitation level="${level}" model=small run_dir="${run}/si" progress=false \
         task.init_checkpoint="${ckpt}" task.num_iterations="${SI_ITERS}" task.patience=3
-      echo -e "si\t$(( $(stamp) - t0 ))" >> "${log}"
       best=$(python -c "import json; print(json.load(open('${run}/si/best.json'))['iteration'])")
-      ckpt=${run}/si/${best}/policies/worlds_l_${level}.pkl
+      [ "${best}" = 0 ] || { ckpt=${run}/si/${best}/policies/worlds_l_${level}.pkl; echo "$(cat "${run}/route")+si" > "${run}/route"; }
     fi
+    echo -e "si\t$(( $(stamp) - t0 ))" >> "${log}"
     echo "${ckpt}" > "${run}/policy_path"
     t0=$(stamp)
     python -m rtc_sweep level="${level}" model=small checkpoint="${ckpt}" method=naive delay_profile=fixed \
@@ -80,5 +86,6 @@ for level in "${levels[@]}"; do
       delay_profile.fixed_delay=4 execute_policy.execute_horizon=4 num_evals=1024 seed=0 progress=false \
       hydra.run.dir="${run}/eval_d4"
     echo -e "eval_d4\t$(( $(stamp) - t0 ))" >> "${log}"
-  ) || echo "FAILED ${level}" >> runs/levels/failed.txt
+  )
+  [ $? -eq 0 ] || echo "FAILED ${level} $(date -u +%FT%TZ)" >> runs/levels/failed.txt
 done
