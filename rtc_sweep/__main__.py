@@ -10,16 +10,16 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from rtc_sweep.config import command_line, register_configs, to_job_config
 from rtc_sweep.errors import ConfigError
 from rtc_sweep.runtime import configure_host_devices
+from rtc_sweep.sweep.config import command_line, register_configs, to_job_config
 
 log = logging.getLogger("rtc_sweep")
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+@hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg: DictConfig) -> float | None:
-    from rtc_sweep.app import run
+    from rtc_sweep.sweep.app import run
 
     try:
         return run(to_job_config(cfg), Path(HydraConfig.get().runtime.output_dir))
@@ -30,8 +30,8 @@ def main(cfg: DictConfig) -> float | None:
 
 def cli() -> None:
     configure_host_devices()  # before anything imports JAX
-    from rtc_sweep.app import BASH_COMPLETION, completion_install_requested
-    from rtc_sweep.launch import register_launcher
+    from rtc_sweep.sweep.app import BASH_COMPLETION, completion_install_requested
+    from rtc_sweep.sweep.launch import register_launcher
 
     if completion_install_requested(sys.argv):
         print(BASH_COMPLETION)

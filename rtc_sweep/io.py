@@ -1,4 +1,4 @@
-"""Job outputs on disk: atomic writes and CSV files (results.csv's columns and completeness: ``rtc_sweep.results``).
+"""Job outputs on disk: atomic writes and CSV files (the columns and completeness: ``rtc_sweep.report.results``).
 
 Every file is written to a temporary file in the same folder and moved into place with ``os.replace``, so a
 job killed mid-write leaves either the old file or none, never half a table that a resumed sweep would trust.

@@ -17,9 +17,9 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
-from rtc_sweep.policy import MODEL_PRESETS, init_params
+from rtc_sweep.core.policy import MODEL_PRESETS, init_params
+from rtc_sweep.core.samplers import MethodConfig, nfe_per_chunk, noise_shape, sample_chunk
 from rtc_sweep.runtime import enable_compilation_cache
-from rtc_sweep.samplers import MethodConfig, nfe_per_chunk, noise_shape, sample_chunk
 
 OBS_DIM, ACTION_DIM = 679, 6
 

@@ -28,12 +28,12 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 from jax.sharding import Mesh, PartitionSpec  # noqa: E402
 
-from rtc_sweep import timeline  # noqa: E402
-from rtc_sweep.delays import PRESETS, DelayProfile  # noqa: E402
-from rtc_sweep.evaluate import prepare  # noqa: E402
-from rtc_sweep.policy import MODEL_PRESETS  # noqa: E402
-from rtc_sweep.run_config import ExecutePolicy, RunConfig  # noqa: E402
-from rtc_sweep.samplers import MethodConfig  # noqa: E402
+from rtc_sweep.core import timeline  # noqa: E402
+from rtc_sweep.core.delays import PRESETS, DelayProfile  # noqa: E402
+from rtc_sweep.core.policy import MODEL_PRESETS  # noqa: E402
+from rtc_sweep.core.run_config import ExecutePolicy, RunConfig  # noqa: E402
+from rtc_sweep.core.samplers import MethodConfig  # noqa: E402
+from rtc_sweep.sweep.evaluate import prepare  # noqa: E402
 
 
 def timed(fn, *args, reps: int = 2) -> float:
@@ -107,9 +107,10 @@ def compiles_for_sweep(cfg: RunConfig) -> int:
 def peak_rss_2048() -> float:
     code = (
         "from rtc_sweep.runtime import configure_host_devices; configure_host_devices();"
-        "import resource; from rtc_sweep.evaluate import evaluate; from rtc_sweep.run_config import RunConfig;"
-        "from rtc_sweep.delays import PRESETS; from rtc_sweep.policy import MODEL_PRESETS;"
-        "from rtc_sweep.samplers import MethodConfig;"
+        "import resource; from rtc_sweep.sweep.evaluate import evaluate;"
+        "from rtc_sweep.core.run_config import RunConfig;"
+        "from rtc_sweep.core.delays import PRESETS; from rtc_sweep.core.policy import MODEL_PRESETS;"
+        "from rtc_sweep.core.samplers import MethodConfig;"
         "evaluate(RunConfig(num_evals=2048, checkpoint='random', delay=PRESETS['long_tail'],"
         " method=MethodConfig(name='realtime'), model=MODEL_PRESETS['small']), progress=False);"
         "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"

@@ -21,8 +21,8 @@ import time
 def worker(envs: int, ticks: int) -> None:
     import jax
 
-    from rtc_sweep import kinetix_env as ke
-    from rtc_sweep.policy import MODEL_PRESETS, init_params
+    from rtc_sweep.core import kinetix_env as ke
+    from rtc_sweep.core.policy import MODEL_PRESETS, init_params
     from rtc_sweep.runtime import enable_compilation_cache
     from rtc_sweep.train.ppo import PPOConfig, make_init, make_update
     from rtc_sweep.train.rollout import Exploration, RolloutSpec, make_rollout

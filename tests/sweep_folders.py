@@ -8,13 +8,13 @@ from typing import Any
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
 
-from rtc_sweep.app import results_row
-from rtc_sweep.config import config_hash, to_job_config
 from rtc_sweep.io import write_csv
-from rtc_sweep.results import IDENTIFYING_COLUMNS, METRIC_COLUMNS, RESULTS_FILE
-from rtc_sweep.stats import solved_count, wilson_interval
+from rtc_sweep.report.results import IDENTIFYING_COLUMNS, METRIC_COLUMNS, RESULTS_FILE
+from rtc_sweep.report.stats import solved_count, wilson_interval
+from rtc_sweep.sweep.app import results_row
+from rtc_sweep.sweep.config import config_hash, to_job_config
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
+CONF = Path(__file__).resolve().parents[1] / "rtc_sweep" / "conf"
 
 
 def compose_config(overrides: list[str]) -> DictConfig:

@@ -9,9 +9,9 @@ import pytest
 from omegaconf import OmegaConf
 from sweep_folders import compose_config, make_job
 
-from rtc_sweep.aggregate import AggregateCallback, aggregate, main
-from rtc_sweep.config import register_configs
-from rtc_sweep.results import RESULTS_FILE, SKIPPED_FILE
+from rtc_sweep.report.aggregate import AggregateCallback, aggregate, main
+from rtc_sweep.report.results import RESULTS_FILE, SKIPPED_FILE
+from rtc_sweep.sweep.config import register_configs
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -18,13 +18,13 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
-from rtc_sweep.config import JobConfig, config_hash, register_configs, to_job_config
 from rtc_sweep.io import VIDEO_FILE
-from rtc_sweep.launch import GpuSlots, register_launcher, run_on_gpus, visible_gpus
-from rtc_sweep.results import RESULTS_FILE, SKIPPED_FILE, complete_results
+from rtc_sweep.report.results import RESULTS_FILE, SKIPPED_FILE, complete_results
+from rtc_sweep.sweep.config import JobConfig, config_hash, register_configs, to_job_config
+from rtc_sweep.sweep.launch import GpuSlots, register_launcher, run_on_gpus, visible_gpus
 
 ROOT = Path(__file__).resolve().parents[1]
-CONF = ROOT / "conf"
+CONF = ROOT / "rtc_sweep" / "conf"
 # The smallest real job: one compiled program shared (through JAX's persistent cache) by every test below.
 TINY = ["+experiment=smoke", "num_evals=4", "max_timesteps=16"]
 
@@ -47,7 +47,7 @@ def rtc_sweep(*args: str, cwd: Path, timeout: float = 900, **kwargs: Any) -> sub
 
 
 def fake_row(job: JobConfig, solved: float = 0.5) -> dict[str, Any]:
-    from rtc_sweep.results import IDENTIFYING_COLUMNS, METRIC_COLUMNS
+    from rtc_sweep.report.results import IDENTIFYING_COLUMNS, METRIC_COLUMNS
 
     run = job.run
     row: dict[str, Any] = dict.fromkeys(METRIC_COLUMNS, 0.25)
@@ -62,7 +62,7 @@ def fake_row(job: JobConfig, solved: float = 0.5) -> dict[str, Any]:
 @pytest.fixture
 def fake_evaluate(monkeypatch: pytest.MonkeyPatch) -> list[JobConfig]:
     """Replace evaluate (no compile); returns the list of runs it was called with."""
-    import rtc_sweep.evaluate
+    import rtc_sweep.sweep.evaluate
 
     calls: list[Any] = []
 
@@ -70,7 +70,7 @@ def fake_evaluate(monkeypatch: pytest.MonkeyPatch) -> list[JobConfig]:
         calls.append(run)
         return fake_row(JobConfig(run=run))
 
-    monkeypatch.setattr(rtc_sweep.evaluate, "evaluate", evaluate)
+    monkeypatch.setattr(rtc_sweep.sweep.evaluate, "evaluate", evaluate)
     return calls
 
 
@@ -79,8 +79,8 @@ def fake_evaluate(monkeypatch: pytest.MonkeyPatch) -> list[JobConfig]:
 
 
 def test_results_row_layout_and_resume(tmp_path: Path, fake_evaluate: list[Any]) -> None:
-    from rtc_sweep.app import run
-    from rtc_sweep.results import IDENTIFYING_COLUMNS, METRIC_COLUMNS
+    from rtc_sweep.report.results import IDENTIFYING_COLUMNS, METRIC_COLUMNS
+    from rtc_sweep.sweep.app import run
 
     job = to_job_config(compose_config(["checkpoint=random", "seed=3"]))
     assert run(job, tmp_path) == 0.5
@@ -109,7 +109,7 @@ def test_results_row_layout_and_resume(tmp_path: Path, fake_evaluate: list[Any])
 
 
 def test_outside_reference_grid_is_skipped(tmp_path: Path, fake_evaluate: list[Any]) -> None:
-    from rtc_sweep.app import run
+    from rtc_sweep.sweep.app import run
 
     outside = ["+experiment=fixed_delay_sweep", "checkpoint=random", "delay_profile.fixed_delay=3",
                "execute_policy.execute_horizon=1"]  # fmt: skip
@@ -122,7 +122,7 @@ def test_outside_reference_grid_is_skipped(tmp_path: Path, fake_evaluate: list[A
 
 
 def test_fixed_delay_sweep_runs_synchronous_with_naive_only(tmp_path: Path, fake_evaluate: list[Any]) -> None:
-    from rtc_sweep.app import run
+    from rtc_sweep.sweep.app import run
 
     grid = ["+experiment=fixed_delay_sweep", "checkpoint=random", "delay_profile.fixed_delay=2",
             "execute_policy.execute_horizon=3"]  # fmt: skip
@@ -139,8 +139,8 @@ def test_fixed_delay_sweep_runs_synchronous_with_naive_only(tmp_path: Path, fake
 
 
 def test_training_time_on_a_plain_model_is_skipped_in_tt_vs_rtc(tmp_path: Path, fake_evaluate: list[Any]) -> None:
-    from rtc_sweep.app import run
     from rtc_sweep.errors import ConfigError
+    from rtc_sweep.sweep.app import run
 
     plain = ["+experiment=tt_vs_rtc", "model=small", "method=training_time", "checkpoint=random"]
     assert run(to_job_config(compose_config(plain)), tmp_path / "a") is None
@@ -153,8 +153,8 @@ def test_training_time_on_a_plain_model_is_skipped_in_tt_vs_rtc(tmp_path: Path, 
 
 
 def test_video_calls_render_video(tmp_path: Path, fake_evaluate: list[Any], monkeypatch: pytest.MonkeyPatch) -> None:
-    import rtc_sweep.evaluate
-    from rtc_sweep.app import run
+    import rtc_sweep.sweep.evaluate
+    from rtc_sweep.sweep.app import run
 
     rendered: list[Path] = []
 
@@ -163,7 +163,7 @@ def test_video_calls_render_video(tmp_path: Path, fake_evaluate: list[Any], monk
         rendered.append(Path(path))
         return Path(path)
 
-    monkeypatch.setattr(rtc_sweep.evaluate, "render_video", render_video, raising=False)
+    monkeypatch.setattr(rtc_sweep.sweep.evaluate, "render_video", render_video, raising=False)
     run(to_job_config(compose_config(["checkpoint=random", "video=true"])), tmp_path)
     assert rendered == [tmp_path / VIDEO_FILE] and (tmp_path / VIDEO_FILE).is_file()
 
@@ -322,7 +322,7 @@ import json, os, time
 from pathlib import Path
 import hydra
 from hydra.core.hydra_config import HydraConfig
-from rtc_sweep.launch import register_launcher
+from rtc_sweep.sweep.launch import register_launcher
 
 @hydra.main(version_base="1.3", config_path=None, config_name=None)
 def main(cfg):

@@ -23,12 +23,12 @@ import numpy as np
 import optax
 import pytest
 
-from rtc_sweep import assets, safe_pickle
-from rtc_sweep.checkpoint import load_policy
+from rtc_sweep.core import assets, safe_pickle
+from rtc_sweep.core.checkpoint import load_policy
+from rtc_sweep.core.policy import MODEL_PRESETS, ModelConfig
+from rtc_sweep.core.run_config import RunConfig
 from rtc_sweep.errors import ConfigError
-from rtc_sweep.evaluate import validate
-from rtc_sweep.policy import MODEL_PRESETS, ModelConfig
-from rtc_sweep.run_config import RunConfig
+from rtc_sweep.sweep.evaluate import validate
 
 ROOT = Path(__file__).resolve().parents[1]
 POLICY = ROOT / "tests" / "data" / "conformance" / "small" / "policy.pkl"  # the benchmark's pickle, jax leaves
@@ -129,7 +129,7 @@ def test_first_download_lands_in_the_cache_and_is_reused_without_a_request(bucke
     assert _cached_files(tmp_path) == [Path(path)]  # no temporary file left next to it
 
     assert assets.resolve_checkpoint(REF, "grasp_easy", SMALL) == path  # the cached file, no request
-    params = load_policy(REF, SMALL, obs_dim=679, action_dim=6, level="grasp_easy")  # what the app's load does
+    params = load_policy(assets.fetch(REF, "grasp_easy"), SMALL, obs_dim=679, action_dim=6)  # what the app's load does
     assert params["in_proj"]["kernel"].shape == (685, 64)
     assert bucket.requests == [FILE]
 

@@ -15,13 +15,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from rtc_sweep import timeline
-from rtc_sweep.evaluate import metrics
-from rtc_sweep.kinetix_env import StepInfo
-from rtc_sweep.policy import ModelConfig, Params, init_params
-from rtc_sweep.run_config import ExecutePolicy
-from rtc_sweep.samplers import MethodConfig, get_prefix_weights, guidance_weights, noise_shape, sample_chunk
-from rtc_sweep.stats import wilson_interval
+from rtc_sweep.core import timeline
+from rtc_sweep.core.kinetix_env import StepInfo
+from rtc_sweep.core.policy import ModelConfig, Params, init_params
+from rtc_sweep.core.run_config import ExecutePolicy
+from rtc_sweep.core.samplers import MethodConfig, get_prefix_weights, guidance_weights, noise_shape, sample_chunk
+from rtc_sweep.report.stats import wilson_interval
+from rtc_sweep.sweep.evaluate import metrics
 
 TINY = ModelConfig(channel_dim=16, channel_hidden_dim=32, token_hidden_dim=8, num_layers=1)
 H, A, OBS = TINY.action_chunk_size, 2, 4
@@ -369,9 +369,9 @@ def test_fixed_delay_figure_draws_the_baselines(tmp_path: Any) -> None:
     import matplotlib.pyplot as plt
     from sweep_folders import make_job
 
-    from rtc_sweep import aggregate
-    from rtc_sweep.config import register_configs
-    from rtc_sweep.figures import FIXED_DELAY_FIGURE, build_figures
+    from rtc_sweep.report import aggregate
+    from rtc_sweep.report.figures import FIXED_DELAY_FIGURE, build_figures
+    from rtc_sweep.sweep.config import register_configs
 
     register_configs()
     for policy, method in [("fixed", "naive"), ("fixed", "temporal_ensembling"), ("synchronous", "naive")]:

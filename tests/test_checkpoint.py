@@ -11,9 +11,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from rtc_sweep.checkpoint import infer_dims, infer_model_config, load_policy, save_policy
-from rtc_sweep.errors import ConfigError
-from rtc_sweep.policy import (
+from rtc_sweep.core.checkpoint import infer_dims, infer_model_config, load_policy, save_policy
+from rtc_sweep.core.policy import (
     MODEL_PRESETS,
     ModelConfig,
     Params,
@@ -23,6 +22,7 @@ from rtc_sweep.policy import (
     velocity,
     velocity_with_prefix,
 )
+from rtc_sweep.errors import ConfigError
 
 TINY = ModelConfig(channel_dim=16, channel_hidden_dim=32, token_hidden_dim=8, num_layers=2)
 OBS, A = 5, 3

@@ -14,8 +14,9 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from rtc_sweep import config as config_module
-from rtc_sweep.config import (
+from rtc_sweep.errors import ConfigError
+from rtc_sweep.sweep import config as config_module
+from rtc_sweep.sweep.config import (
     RtcSweepSchema,
     command_line,
     config_columns,
@@ -24,10 +25,9 @@ from rtc_sweep.config import (
     register_configs,
     to_job_config,
 )
-from rtc_sweep.errors import ConfigError
-from rtc_sweep.launch import register_launcher
+from rtc_sweep.sweep.launch import register_launcher
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
+CONF = Path(__file__).resolve().parents[1] / "rtc_sweep" / "conf"
 GROUPS = ("level", "delay_profile", "method", "execute_policy", "model", "experiment")
 # Runs that must pass validation need a policy; the shipped ones may not exist where tests run.
 RANDOM = "checkpoint=random"
@@ -55,7 +55,7 @@ def all_options() -> Iterator[tuple[str, str]]:
 
 
 def test_every_group_has_its_options() -> None:
-    from rtc_sweep.kinetix_env import BENCHMARK_LEVELS
+    from rtc_sweep.core.kinetix_env import BENCHMARK_LEVELS
 
     assert set(options("level")) == set(BENCHMARK_LEVELS)
     assert set(options("method")) == {
@@ -97,14 +97,14 @@ def test_default_config() -> None:
 
 
 def test_delay_profiles_match_the_presets() -> None:
-    from rtc_sweep.delays import PRESETS
+    from rtc_sweep.core.delays import PRESETS
 
     for name in options("delay_profile"):
         assert to_job_config(compose_config([f"delay_profile={name}"])).run.delay == PRESETS[name], name
 
 
 def test_models_match_the_presets() -> None:
-    from rtc_sweep.policy import MODEL_PRESETS
+    from rtc_sweep.core.policy import MODEL_PRESETS
 
     for name in options("model"):
         base, tt = name.removesuffix("_tt"), name.endswith("_tt")
@@ -113,10 +113,10 @@ def test_models_match_the_presets() -> None:
 
 
 def test_schemas_mirror_the_runtime_dataclasses() -> None:
-    from rtc_sweep.delays import DelayProfile
-    from rtc_sweep.policy import ModelConfig
-    from rtc_sweep.run_config import ExecutePolicy
-    from rtc_sweep.samplers import MethodConfig
+    from rtc_sweep.core.delays import DelayProfile
+    from rtc_sweep.core.policy import ModelConfig
+    from rtc_sweep.core.run_config import ExecutePolicy
+    from rtc_sweep.core.samplers import MethodConfig
 
     pairs = [
         (config_module.DelayProfileSchema, DelayProfile),
@@ -151,7 +151,7 @@ def test_tail_v1_is_exp_delta_matrix() -> None:
 
 
 def test_fixed_delay_sweep_covers_the_paper_grid() -> None:
-    from rtc_sweep.config import in_reference_grid
+    from rtc_sweep.sweep.config import in_reference_grid
 
     cfg = compose_config(["+experiment=fixed_delay_sweep"], hydra=True)
     params = cfg.hydra.sweeper.params
@@ -270,13 +270,13 @@ BAD = [
 def test_bad_value_fails_naming_the_key_before_any_compile(
     overrides: list[str], key: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import rtc_sweep.evaluate
-    from rtc_sweep.app import run
+    import rtc_sweep.sweep.evaluate
+    from rtc_sweep.sweep.app import run
 
     def no_evaluate(*args: object, **kwargs: object) -> None:
         raise AssertionError("evaluate reached: the bad value was not caught before compiling")
 
-    monkeypatch.setattr(rtc_sweep.evaluate, "evaluate", no_evaluate)
+    monkeypatch.setattr(rtc_sweep.sweep.evaluate, "evaluate", no_evaluate)
     start = time.perf_counter()
     try:
         cfg = compose_config([RANDOM, *overrides])

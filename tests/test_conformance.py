@@ -17,9 +17,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from rtc_sweep.checkpoint import load_policy
-from rtc_sweep.policy import ModelConfig, Params, velocity
-from rtc_sweep.samplers import MethodConfig, get_prefix_weights, sample_chunk
+from rtc_sweep.core.checkpoint import load_policy
+from rtc_sweep.core.policy import ModelConfig, Params, velocity
+from rtc_sweep.core.samplers import MethodConfig, get_prefix_weights, sample_chunk
 
 CONFORMANCE_DIR = Path(
     os.environ.get("RTC_SWEEP_CONFORMANCE_DIR", Path(__file__).resolve().parent / "data" / "conformance" / "small")

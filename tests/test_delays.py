@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import scipy.stats
 
-from rtc_sweep import delays
+from rtc_sweep.core import delays
 from rtc_sweep.errors import ConfigError
 
 MAX_DELAY = 32

@@ -2,7 +2,7 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from rtc_sweep import kinetix_env as ke
+from rtc_sweep.core import kinetix_env as ke
 from rtc_sweep.errors import ConfigError
 
 

@@ -19,11 +19,11 @@ import pytest
 from omegaconf import OmegaConf
 from sweep_folders import make_job
 
-from rtc_sweep import aggregate as agg
-from rtc_sweep.config import config_columns, config_hash, register_configs, to_job_config
-from rtc_sweep.figures import FIXED_DELAY_FIGURE, SOLVED_FIGURE, FigureInfo, build_figures
-from rtc_sweep.report import REPORT_HTML, experiment_question, reproduce
-from rtc_sweep.results import RESULTS_FILE, config_mismatches, hash_config_columns, read_rows
+from rtc_sweep.report import aggregate as agg
+from rtc_sweep.report.figures import FIXED_DELAY_FIGURE, SOLVED_FIGURE, FigureInfo, build_figures
+from rtc_sweep.report.page import REPORT_HTML, experiment_question, reproduce
+from rtc_sweep.report.results import RESULTS_FILE, config_mismatches, hash_config_columns, read_rows
+from rtc_sweep.sweep.config import config_columns, config_hash, register_configs, to_job_config
 
 CHROMIUM = shutil.which("chromium")
 # Without the background-networking flags, chromium waits on connections that a sandboxed machine refuses.
@@ -327,7 +327,7 @@ def test_aggregation_and_report_need_no_jax(tmp_path: Path) -> None:
     assert probe.returncode != 0 and "cannot be imported" in probe.stderr
     marker.unlink()
 
-    cmd = [sys.executable, "-m", "rtc_sweep.aggregate", str(sweep), "--detect", "0.05"]
+    cmd = [sys.executable, "-m", "rtc_sweep.report.aggregate", str(sweep), "--detect", "0.05"]
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, check=False)
     assert out.returncode == 0, out.stdout + out.stderr
     assert not marker.exists(), f"aggregation tried to import {marker.read_text()}"

@@ -11,9 +11,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from rtc_sweep.errors import ConfigError
-from rtc_sweep.policy import ModelConfig, Params, init_params
-from rtc_sweep.samplers import (
+from rtc_sweep.core.policy import ModelConfig, Params, init_params
+from rtc_sweep.core.samplers import (
     METHODS,
     MethodConfig,
     get_prefix_weights,
@@ -22,6 +21,7 @@ from rtc_sweep.samplers import (
     sample_chunk,
     sample_chunk_from_key,
 )
+from rtc_sweep.errors import ConfigError
 
 TINY = ModelConfig(channel_dim=16, channel_hidden_dim=32, token_hidden_dim=8, num_layers=1)
 B, H, OBS, A = 3, TINY.action_chunk_size, 5, 2

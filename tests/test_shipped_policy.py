@@ -4,11 +4,11 @@ import dataclasses
 
 import pytest
 
-from rtc_sweep.delays import PRESETS
-from rtc_sweep.evaluate import evaluate
-from rtc_sweep.policy import MODEL_PRESETS
-from rtc_sweep.run_config import ExecutePolicy, RunConfig
-from rtc_sweep.samplers import MethodConfig
+from rtc_sweep.core.delays import PRESETS
+from rtc_sweep.core.policy import MODEL_PRESETS
+from rtc_sweep.core.run_config import ExecutePolicy, RunConfig
+from rtc_sweep.core.samplers import MethodConfig
+from rtc_sweep.sweep.evaluate import evaluate
 
 
 @pytest.mark.slow

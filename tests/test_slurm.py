@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from rtc_sweep.results import RESULTS_FILE, complete_results
+from rtc_sweep.report.results import RESULTS_FILE, complete_results
 
 pytestmark = pytest.mark.slurm
 

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from rtc_sweep import stats
+from rtc_sweep.report import stats
 
 
 def test_wilson_interval_known_cases() -> None:

@@ -8,12 +8,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from rtc_sweep import timeline
-from rtc_sweep.delays import PRESETS, DelayProfile
-from rtc_sweep.evaluate import evaluate, prepare, run_rollouts
-from rtc_sweep.policy import MODEL_PRESETS
-from rtc_sweep.run_config import ExecutePolicy, RunConfig
-from rtc_sweep.samplers import MethodConfig, sample_chunk
+from rtc_sweep.core import timeline
+from rtc_sweep.core.delays import PRESETS, DelayProfile
+from rtc_sweep.core.policy import MODEL_PRESETS
+from rtc_sweep.core.run_config import ExecutePolicy, RunConfig
+from rtc_sweep.core.samplers import MethodConfig, sample_chunk
+from rtc_sweep.sweep.evaluate import evaluate, prepare, run_rollouts
 
 H = 8
 TICKS = 24
@@ -173,7 +173,7 @@ def test_adaptive_max_recent_metrics():
 
 def test_evaluate_returns_every_column():
     row = evaluate(config(), progress=False)
-    from rtc_sweep.results import IDENTIFYING_COLUMNS, METRIC_COLUMNS
+    from rtc_sweep.report.results import IDENTIFYING_COLUMNS, METRIC_COLUMNS
 
     for col in IDENTIFYING_COLUMNS + METRIC_COLUMNS:
         assert col in row, col

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from hydra import compose, initialize_config_dir
 
-from rtc_sweep.checkpoint import load_policy
+from rtc_sweep.core.checkpoint import load_policy
+from rtc_sweep.core.policy import MODEL_PRESETS
 from rtc_sweep.errors import ConfigError
-from rtc_sweep.policy import MODEL_PRESETS
 from rtc_sweep.train import config as train_config
 from rtc_sweep.train.collect import CollectConfig, collect
 from rtc_sweep.train.flow_bc import FlowBCConfig, OptimConfig, Stream, chunk_at, train_flow
@@ -21,7 +21,7 @@ from rtc_sweep.train.ppo import PPOConfig, train_ppo
 from rtc_sweep.train.rollout import shortest_episodes
 from rtc_sweep.train.self_imitation import SelfImitationConfig, run_self_imitation
 
-CONF = Path(__file__).resolve().parents[1] / "conf" / "train"
+CONF = Path(__file__).resolve().parents[1] / "rtc_sweep" / "train" / "conf"
 SMALL = MODEL_PRESETS["small"]
 POLICY = "worlds_l_grasp_easy.pkl"
 
@@ -199,7 +199,7 @@ def test_self_imitation_writes_iterations_and_resumes(tmp_path):
 
 
 def test_plan_search_writes_its_layout_and_resumes(tmp_path):
-    from rtc_sweep import kinetix_env as ke
+    from rtc_sweep.core import kinetix_env as ke
 
     used = action_dims(ke.load_level("grasp_easy"), 6)
     assert used.tolist() == [True, True, True, True, False, False]  # four motor bindings, no thrusters

@@ -3,10 +3,10 @@ import dataclasses
 import imageio.v2 as imageio
 import pytest
 
-from rtc_sweep.delays import PRESETS
-from rtc_sweep.evaluate import render_video
-from rtc_sweep.policy import MODEL_PRESETS
-from rtc_sweep.run_config import RunConfig
+from rtc_sweep.core.delays import PRESETS
+from rtc_sweep.core.policy import MODEL_PRESETS
+from rtc_sweep.core.run_config import RunConfig
+from rtc_sweep.sweep.evaluate import render_video
 
 
 @pytest.mark.slow

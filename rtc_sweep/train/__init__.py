@@ -1,4 +1,4 @@
-"""Training of the policies rtc_sweep evaluates: ``python -m rtc_sweep.train task=...`` (conf/train).
+"""Training of the policies rtc_sweep evaluates: ``python -m rtc_sweep.train task=...`` (rtc_sweep/train/conf).
 
 Route 2, the shipped defaults: success-filtered self-imitation of the flow policy (``self_imitation``).
 Route 1, as the benchmark: expert PPO (``ppo``), demonstrations from the best experts (``collect``), flow BC

@@ -15,7 +15,7 @@ from rtc_sweep.train import config as train_config  # noqa: E402
 train_config.register()
 
 
-@hydra.main(version_base="1.3", config_path="../../conf/train", config_name="config")
+@hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg: DictConfig) -> float | None:
     from rtc_sweep.runtime import enable_compilation_cache
 

@@ -25,8 +25,8 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm import tqdm
 
-from rtc_sweep import kinetix_env as ke
-from rtc_sweep import safe_pickle
+from rtc_sweep.core import kinetix_env as ke
+from rtc_sweep.core import safe_pickle
 from rtc_sweep.train.io import write_json
 from rtc_sweep.train.ppo import ExpertEnvState, actor_dist, expert_obs, expert_reset, expert_step, sample_action
 

@@ -14,9 +14,9 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
-from rtc_sweep import kinetix_env as ke
+from rtc_sweep.core import kinetix_env as ke
+from rtc_sweep.core.policy import ModelConfig
 from rtc_sweep.errors import ConfigError
-from rtc_sweep.policy import ModelConfig
 from rtc_sweep.train.collect import CollectConfig, collect
 from rtc_sweep.train.flow_bc import FlowBCConfig, OptimConfig, train_flow
 from rtc_sweep.train.modes import MixConfig, run_mix

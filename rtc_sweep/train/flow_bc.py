@@ -4,7 +4,7 @@ Data is one env-major stream of transitions (``obs [N, O]``, ``action [N, A]``, 
 environment's (or kept episode's) steps contiguous, as the benchmark rearranges its datasets (§4.2). A
 sample is ``(obs[i], action[i : i + H])`` with every action from the first ``done`` in the window on
 zeroed, exactly the benchmark's masking (which zeroes the episode's last action too). The loss is
-``rtc_sweep.policy.flow_loss``: plain BC, or training-time RTC when ``model.simulated_delay`` is set.
+``rtc_sweep.core.policy.flow_loss``: plain BC, or training-time RTC when ``model.simulated_delay`` is set.
 
 Optimiser (§4.3): ``clip_by_global_norm`` then AdamW with a linear warm-up to a constant learning rate,
 weight decay on every parameter.
@@ -28,9 +28,9 @@ import numpy as np
 import optax
 from tqdm import tqdm
 
-from rtc_sweep import kinetix_env as ke
-from rtc_sweep.checkpoint import load_policy, save_policy
-from rtc_sweep.policy import ModelConfig, Params, flow_loss, init_params
+from rtc_sweep.core import kinetix_env as ke
+from rtc_sweep.core.checkpoint import load_policy, save_policy
+from rtc_sweep.core.policy import ModelConfig, Params, flow_loss, init_params
 from rtc_sweep.train.io import load_pickle, save_pickle, write_json
 
 

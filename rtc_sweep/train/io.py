@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rtc_sweep import safe_pickle
+from rtc_sweep.core import safe_pickle
 
 
 def write_json(path: Path, obj: Any) -> None:
@@ -36,7 +36,7 @@ RESUME_FORMAT = "rtc_sweep.resume/1"
 def save_pickle(path: Path, tree: Any) -> None:
     """A trainer's resume state (a pytree of arrays: optimiser state, env state, counters), atomically.
 
-    Written in the pure layout every pickle the package reads must have (``rtc_sweep.safe_pickle``): a dict
+    Written in the pure layout every pickle the package reads must have (``rtc_sweep.core.safe_pickle``): a dict
     ``{"format": RESUME_FORMAT, "leaves": [numpy arrays in jax.tree order]}``, with no classes (the optax and
     Kinetix state types are not pure data). ``load_pickle`` puts the leaves back into the caller's structure.
     """

@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from rtc_sweep import kinetix_env as ke
+from rtc_sweep.core import kinetix_env as ke
 from rtc_sweep.train.io import save_npz, write_json
 
 KEYS = ("obs", "action", "done", "solved", "return_", "length")

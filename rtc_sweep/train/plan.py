@@ -46,7 +46,7 @@ import numpy as np
 from jax.sharding import PartitionSpec as P
 from tqdm import tqdm
 
-from rtc_sweep import kinetix_env as ke
+from rtc_sweep.core import kinetix_env as ke
 from rtc_sweep.train.io import save_npz, write_json
 from rtc_sweep.train.rollout import Transitions, host_mesh, solved_episode_mask, solved_episodes
 

@@ -33,8 +33,8 @@ import optax
 from jax.sharding import PartitionSpec as P
 from tqdm import tqdm
 
-from rtc_sweep import kinetix_env as ke
-from rtc_sweep.checkpoint import save_policy
+from rtc_sweep.core import kinetix_env as ke
+from rtc_sweep.core.checkpoint import save_policy
 from rtc_sweep.train.io import load_pickle, save_pickle, write_json
 from rtc_sweep.train.rollout import host_mesh
 

@@ -27,7 +27,7 @@ import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from rtc_sweep import kinetix_env as ke
+from rtc_sweep.core import kinetix_env as ke
 
 # chunk_fn(params, obs [B, O], noise [B, H, A]) -> chunk [B, H, A]
 ChunkFn = Callable[[Any, jax.Array, jax.Array], jax.Array]

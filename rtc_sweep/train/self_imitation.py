@@ -47,10 +47,10 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm import tqdm
 
-from rtc_sweep import kinetix_env as ke
-from rtc_sweep.checkpoint import load_policy, save_policy
-from rtc_sweep.policy import MODEL_PRESETS, ModelConfig, Params, init_params
-from rtc_sweep.samplers import MethodConfig, sample_chunk
+from rtc_sweep.core import kinetix_env as ke
+from rtc_sweep.core.checkpoint import load_policy, save_policy
+from rtc_sweep.core.policy import MODEL_PRESETS, ModelConfig, Params, init_params
+from rtc_sweep.core.samplers import MethodConfig, sample_chunk
 from rtc_sweep.train.flow_bc import (
     OptimConfig,
     Stream,

@@ -9,7 +9,7 @@ The file is downloaded once, with a progress bar, into the user cache
 (``$XDG_CACHE_HOME/rtc_sweep/assets/<host>/<path>``, ``~/.cache/...`` when unset) and read from there on every
 later run without a request. A download is written to a temporary file next to its place and moved there only
 once it is complete (as many bytes as the server announced) and reads as a policy through the restricted
-unpickler (``rtc_sweep.safe_pickle``): a truncated file, one that is not a policy, or one that tries to build
+unpickler (``rtc_sweep.core.safe_pickle``): a truncated file, one that is not a policy, or one that tries to build
 anything but data never enters the cache, and a cached file that fails the same check is removed. Every
 failure is a ``ConfigError`` naming the URL, raised while the config is validated, before anything compiles.
 """
@@ -29,11 +29,11 @@ from typing import TYPE_CHECKING
 
 from tqdm import tqdm
 
-from rtc_sweep import safe_pickle
+from rtc_sweep.core import safe_pickle
 from rtc_sweep.errors import ConfigError
 
 if TYPE_CHECKING:
-    from rtc_sweep.policy import ModelConfig
+    from rtc_sweep.core.policy import ModelConfig
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +97,7 @@ def _where_from() -> str:
 
 def _problem(path: Path) -> tuple[str, bool] | None:
     """What is wrong with a downloaded file, and whether it was refused as unsafe; None when it is a policy."""
-    from rtc_sweep.checkpoint import infer_dims
+    from rtc_sweep.core.checkpoint import infer_dims
 
     try:
         tree = safe_pickle.load_file(path)
@@ -204,8 +204,8 @@ def resolve_checkpoint(
     if model is not None:
         import dataclasses
 
-        from rtc_sweep.checkpoint import load_policy
-        from rtc_sweep.policy import MODEL_PRESETS
+        from rtc_sweep.core.checkpoint import load_policy
+        from rtc_sweep.core.policy import MODEL_PRESETS
 
         try:
             load_policy(path, model)

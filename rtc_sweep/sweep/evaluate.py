@@ -11,16 +11,16 @@ from typing import Any
 
 import numpy as np
 
+from rtc_sweep.core.run_config import RunConfig
 from rtc_sweep.errors import ConfigError
-from rtc_sweep.run_config import RunConfig
 
 log = logging.getLogger(__name__)
 
-CHECKPOINTS_DIR = Path(__file__).resolve().parent / "checkpoints"
+CHECKPOINTS_DIR = Path(__file__).resolve().parent.parent / "checkpoints"
 
 
 def model_preset_name(model: Any) -> str | None:
-    from rtc_sweep.policy import MODEL_PRESETS
+    from rtc_sweep.core.policy import MODEL_PRESETS
 
     for name, preset in MODEL_PRESETS.items():
         if dataclasses.replace(model, simulated_delay=None) == preset:
@@ -45,7 +45,7 @@ def _check_file(key: str, path: str | None) -> None:
 
 def validate(cfg: RunConfig) -> None:
     """Every check that needs no compile. Raises ConfigError naming the key."""
-    from rtc_sweep.kinetix_env import level_name
+    from rtc_sweep.core.kinetix_env import level_name
 
     if cfg.num_evals < 1:
         raise ConfigError("num_evals", f"{cfg.num_evals}; allowed: >= 1")
@@ -77,7 +77,9 @@ def validate(cfg: RunConfig) -> None:
             "checkpoint fine-tuned that way",
         )
     name = level_name(cfg.level)
-    from rtc_sweep.assets import resolve_checkpoint  # rtc-assets:<run>/<step> -> the cached file, fetched and checked
+    from rtc_sweep.core.assets import (
+        resolve_checkpoint,  # rtc-assets:<run>/<step> -> the cached file, fetched and checked
+    )
 
     _check_file("checkpoint", resolve_checkpoint(cfg.checkpoint, name, cfg.model))
     if cfg.checkpoint is None and default_checkpoint(name, cfg.model) is None:
@@ -99,15 +101,19 @@ def shipped_checkpoints() -> list[str]:
 def load_params(cfg: RunConfig, path: str | None, obs_dim: int, action_dim: int, salt: int = 0) -> Any:
     import jax
 
-    from rtc_sweep.checkpoint import load_policy
-    from rtc_sweep.kinetix_env import level_name
-    from rtc_sweep.policy import init_params
+    from rtc_sweep.core.checkpoint import load_policy
+    from rtc_sweep.core.kinetix_env import level_name
+    from rtc_sweep.core.policy import init_params
 
     if path == "random":
         return init_params(jax.random.fold_in(jax.random.key(cfg.seed), 1000 + salt), obs_dim, action_dim, cfg.model)
     if path is None:
         path = str(default_checkpoint(level_name(cfg.level), cfg.model))
-    return load_policy(path, cfg.model, obs_dim, action_dim, level=level_name(cfg.level))
+    from rtc_sweep.core.assets import fetch, is_asset_ref
+
+    if is_asset_ref(path):
+        path = str(fetch(path, level_name(cfg.level)))
+    return load_policy(path, cfg.model, obs_dim, action_dim)
 
 
 @dataclasses.dataclass
@@ -125,8 +131,8 @@ class Prepared:
 
 
 def prepare(cfg: RunConfig, record_actions: bool = False) -> Prepared:
-    from rtc_sweep import kinetix_env
-    from rtc_sweep.timeline import ExecuteArrays, RolloutSpec
+    from rtc_sweep.core import kinetix_env
+    from rtc_sweep.core.timeline import ExecuteArrays, RolloutSpec
 
     validate(cfg)
     level = kinetix_env.load_level(cfg.level)
@@ -164,7 +170,7 @@ def run_rollouts(prep: Prepared, progress: bool = True, injected_delays: np.ndar
     import jax.numpy as jnp
     from tqdm.auto import tqdm
 
-    from rtc_sweep.timeline import make_rollout, rollout
+    from rtc_sweep.core.timeline import make_rollout, rollout
 
     cfg = prep.cfg
     n_dev = len(jax.devices())
@@ -197,7 +203,7 @@ def run_rollouts(prep: Prepared, progress: bool = True, injected_delays: np.ndar
 
 def metrics(per_env: Any) -> dict[str, float]:
     """timeline.md's metrics from the per-environment results (numpy)."""
-    from rtc_sweep.stats import wilson_interval
+    from rtc_sweep.report.stats import wilson_interval
 
     delays = per_env.cycle_delay[per_env.cycle_delay >= 0].astype(np.float64)  # every cycle, all envs
     n_cycles = max(int(per_env.n_cycles.sum()), 1)
@@ -228,8 +234,8 @@ def metrics(per_env: Any) -> dict[str, float]:
 
 def evaluate(cfg: RunConfig, progress: bool = True) -> dict[str, Any]:
     """Run one job and return its results row (identifying columns, metrics, then extras)."""
-    from rtc_sweep.kinetix_env import level_name
-    from rtc_sweep.samplers import nfe_per_chunk
+    from rtc_sweep.core.kinetix_env import level_name
+    from rtc_sweep.core.samplers import nfe_per_chunk
 
     t0 = time.perf_counter()
     prep = prepare(cfg)
@@ -267,8 +273,8 @@ def render_video(cfg: RunConfig, path: str | Path, fps: int = 15) -> Path:
     import jax
     import jax.numpy as jnp
 
-    from rtc_sweep.kinetix_env import render_rollout
-    from rtc_sweep.timeline import env_keys
+    from rtc_sweep.core.kinetix_env import render_rollout
+    from rtc_sweep.core.timeline import env_keys
 
     one = dataclasses.replace(cfg, num_evals=1, micro_batch=1)
     prep = prepare(one, record_actions=True)

@@ -23,7 +23,7 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 REPORT_HTML = "report.html"
-CONF_DIRS = (Path(__file__).resolve().parent / "conf", Path(__file__).resolve().parent.parent / "conf")
+CONF_DIRS = (Path(__file__).resolve().parent.parent / "conf",)  # the shipped presets (rtc_sweep/conf)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -45,7 +45,7 @@ from rtc_sweep.errors import ConfigError
 
 MODES: tuple[str, ...] = ("fixed", "mixture", "trace", "lognormal", "pareto")
 SCOPES: tuple[str, ...] = ("env", "batch")
-DATA_DIR = Path(__file__).resolve().parent / "data"
+DATA_DIR = Path(__file__).resolve().parent.parent / "data"
 
 # Traces are padded to this length so that trace and iid profiles share one compiled rollout. 16 k entries
 # cost 64 KiB, shared by all environments; a longer recording should be subsampled (or cut) first.

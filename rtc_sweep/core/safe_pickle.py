@@ -99,7 +99,7 @@ _ALLOWED_GLOBALS: dict[tuple[str, str], Any] = {
     ("numpy._core.multiarray", "scalar"): _safe_scalar,
     ("numpy.core.numeric", "_frombuffer"): _safe_frombuffer,
     ("numpy._core.numeric", "_frombuffer"): _safe_frombuffer,
-    # _reconstruct's subtype, and np.ndarray(shape, dtype, buffer) as rtc_sweep.checkpoint writes arrays (numpy
+    # _reconstruct's subtype, and np.ndarray(shape, dtype, buffer) as rtc_sweep.core.checkpoint writes arrays (numpy
     # refuses an object dtype over a buffer; any other object dtype is refused by the final check).
     ("numpy", "ndarray"): np.ndarray,
     ("numpy", "dtype"): np.dtype,

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 
-from rtc_sweep.delays import DelayProfile
+from rtc_sweep.core.delays import DelayProfile
+from rtc_sweep.core.policy import ModelConfig
+from rtc_sweep.core.samplers import MethodConfig
 from rtc_sweep.errors import ConfigError
-from rtc_sweep.policy import ModelConfig
-from rtc_sweep.samplers import MethodConfig
 
 EXECUTE_MODES = ("fixed", "adaptive", "synchronous")
 ESTIMATORS = ("oracle", "max_recent")

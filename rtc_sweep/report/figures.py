@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rtc_sweep.io import atomic_path
-from rtc_sweep.results import SOLVED
+from rtc_sweep.report.results import SOLVED
 
 if TYPE_CHECKING:
     import pandas as pd

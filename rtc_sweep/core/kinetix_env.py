@@ -23,19 +23,29 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import logging
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-from kinetix.environment.env import KinetixEnv
-from kinetix.environment.env_state import EnvParams, EnvState, StaticEnvParams
-from kinetix.environment.spaces import ContinuousActions, SymbolicObservations
-from kinetix.util.saving import import_env_state_from_json
 
-from rtc_sweep.errors import ConfigError
 
-LEVELS_DIR = Path(__file__).resolve().parent / "levels"
+def _drop_grain_profiling_warning(record: logging.LogRecord) -> bool:
+    # Kinetix imports Grain, which warns once that its profiler needs a newer jaxlib: nothing rtc_sweep uses.
+    return "Grain multiprocess worker profiling" not in record.getMessage()
+
+
+logging.getLogger("absl").addFilter(_drop_grain_profiling_warning)
+
+from kinetix.environment.env import KinetixEnv  # noqa: E402  (after the log filter)
+from kinetix.environment.env_state import EnvParams, EnvState, StaticEnvParams  # noqa: E402  (after the log filter)
+from kinetix.environment.spaces import ContinuousActions, SymbolicObservations  # noqa: E402  (after the log filter)
+from kinetix.util.saving import import_env_state_from_json  # noqa: E402  (after the log filter)
+
+from rtc_sweep.errors import ConfigError  # noqa: E402
+
+LEVELS_DIR = Path(__file__).resolve().parent.parent / "levels"
 
 # The benchmark's order (reference-benchmark.md §1.3).
 BENCHMARK_LEVELS: tuple[str, ...] = (

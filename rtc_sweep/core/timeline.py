@@ -46,11 +46,11 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, PartitionSpec
 
-from rtc_sweep import delays as delays_lib
-from rtc_sweep.kinetix_env import Env, FirstEpisode
-from rtc_sweep.policy import ModelConfig
-from rtc_sweep.run_config import MAX_BUFFER, ExecutePolicy
-from rtc_sweep.samplers import MethodConfig, noise_shape, sample_chunk
+from rtc_sweep.core import delays as delays_lib
+from rtc_sweep.core.kinetix_env import Env, FirstEpisode
+from rtc_sweep.core.policy import ModelConfig
+from rtc_sweep.core.run_config import MAX_BUFFER, ExecutePolicy
+from rtc_sweep.core.samplers import MethodConfig, noise_shape, sample_chunk
 
 # Independent random streams, each then keyed by environment index (and cycle or tick): none depends on the
 # method, the micro-batch size or the device count.

@@ -4,11 +4,11 @@ The benchmark pickles ``nnx.state(policy).to_pure_dict()``: a nested dict with i
 ``None`` for disabled params, and jax ``ArrayImpl`` leaves of jax 0.4.35. Those leaves pickle through
 ``jax._src.array._reconstruct_array(fun, args, arr_state, aval_state)``, a private function that any jax may
 rename, so the loader maps it to a numpy rebuild and never needs jax to unpickle. Files are read through
-``rtc_sweep.safe_pickle``, which refuses every global outside a short allow-list: a checkpoint is data, and a
+``rtc_sweep.core.safe_pickle``, which refuses every global outside a short allow-list: a checkpoint is data, and a
 pickle may otherwise run arbitrary code.
 
-``checkpoint=rtc-assets:<run>/<step>`` names one of the paper's published policies; ``rtc_sweep.assets``
-downloads it into the user cache, and ``load_policy(..., level=...)`` reads it from there.
+``checkpoint=rtc-assets:<run>/<step>`` names one of the paper's published policies; ``rtc_sweep.core.assets``
+downloads it into the user cache (``assets.fetch``), and ``load_policy`` reads the cached file.
 
 Files written here hold numpy float32 leaves and load with a plain ``pickle.load`` (numpy 1.x or 2.x) and in
 the benchmark's own ``eval_flow``.
@@ -25,9 +25,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rtc_sweep import safe_pickle
+from rtc_sweep.core import safe_pickle
+from rtc_sweep.core.policy import ModelConfig, Params, init_params
 from rtc_sweep.errors import ConfigError
-from rtc_sweep.policy import ModelConfig, Params, init_params
 
 
 class _PolicyPickler(pickle.Pickler):
@@ -119,21 +119,14 @@ def load_policy(
     model: ModelConfig | None = None,
     obs_dim: int | None = None,
     action_dim: int | None = None,
-    level: str | None = None,
 ) -> Params:
     """Load a policy file (the benchmark's or ours) as a params tree with float32 jnp leaves.
 
     With ``model`` given the tree is checked against it, key by key and shape by shape; ``obs_dim`` and
-    ``action_dim`` default to the ones the file implies. ``path`` may be ``rtc-assets:<run>/<step>`` (one of the
-    paper's policies, fetched once into the user cache by ``rtc_sweep.assets``), which needs ``level``. Every
-    problem raises ``ConfigError("checkpoint", ...)`` naming the file.
+    ``action_dim`` default to the ones the file implies (an ``rtc-assets:<run>/<step>`` reference is resolved to
+    its cached file first, by ``rtc_sweep.core.assets.fetch``). Every problem raises ``ConfigError("checkpoint",
+    ...)`` naming the file.
     """
-    from rtc_sweep import assets
-
-    if assets.is_asset_ref(path):
-        if level is None:
-            raise ConfigError("checkpoint", f"{path}: an rtc-assets policy needs the level (load_policy(level=...))")
-        path = assets.fetch(str(path), level)
     path = Path(path)
     raw = read_policy_tree(path)
     try:

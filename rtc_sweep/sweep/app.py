@@ -9,9 +9,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from rtc_sweep.config import JobConfig, config_columns, config_hash, in_reference_grid, validate
 from rtc_sweep.io import VIDEO_FILE, atomic_write_text, write_csv
-from rtc_sweep.results import (
+from rtc_sweep.report.results import (
     CONFIG_HASH_COLUMN,
     IDENTIFYING_COLUMNS,
     METRIC_COLUMNS,
@@ -20,6 +19,7 @@ from rtc_sweep.results import (
     complete_results,
 )
 from rtc_sweep.runtime import configure_host_devices, enable_compilation_cache
+from rtc_sweep.sweep.config import JobConfig, config_columns, config_hash, in_reference_grid, validate
 
 log = logging.getLogger("rtc_sweep")
 
@@ -93,7 +93,7 @@ def run(job: JobConfig, job_dir: Path) -> float | None:
         return solved
 
     enable_compilation_cache()
-    from rtc_sweep.evaluate import evaluate
+    from rtc_sweep.sweep.evaluate import evaluate
 
     log.info("%s: evaluating (the first run on a machine compiles, later ones use the cache)", what)
     start = time.perf_counter()
@@ -113,7 +113,7 @@ def run(job: JobConfig, job_dir: Path) -> float | None:
 
 
 def _render(job: JobConfig, job_dir: Path, what: str) -> None:
-    from rtc_sweep.evaluate import render_video
+    from rtc_sweep.sweep.evaluate import render_video
 
     enable_compilation_cache()
     log.info("%s: rendering environment 0 to %s", what, VIDEO_FILE)

@@ -20,8 +20,8 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
+from rtc_sweep.core.policy import ModelConfig, Params, velocity, velocity_with_prefix
 from rtc_sweep.errors import ConfigError
-from rtc_sweep.policy import ModelConfig, Params, velocity, velocity_with_prefix
 
 METHODS = ("naive", "realtime", "hard_masking", "bid", "training_time", "temporal_ensembling")
 SCHEDULES = ("exp", "linear", "ones", "zeros")

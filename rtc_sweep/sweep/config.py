@@ -1,6 +1,6 @@
-"""The typed schema behind ``conf/`` and its one conversion into the frozen runtime config.
+"""The typed schema behind ``rtc_sweep/conf/`` and its one conversion into the frozen runtime config.
 
-``conf/config.yaml`` composes a ``level``, ``delay_profile``, ``method``, ``execute_policy`` and ``model``
+``rtc_sweep/conf/config.yaml`` composes a ``level``, ``delay_profile``, ``method``, ``execute_policy`` and ``model``
 option onto ``RtcSweepSchema``. Because every node is a dataclass registered in Hydra's ConfigStore, a
 misspelt key (``method.nme=...``) or a wrong type (``num_evals=many``) fails at composition, naming the key.
 Values are checked after conversion (``validate``), still before JAX compiles anything.
@@ -24,7 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 from rtc_sweep.errors import ConfigError
 
 if TYPE_CHECKING:
-    from rtc_sweep.run_config import RunConfig
+    from rtc_sweep.core.run_config import RunConfig
 
 SCHEMA_NAME = "rtc_sweep_schema"
 
@@ -112,7 +112,7 @@ class RtcSweepSchema:
 
 
 def register_configs() -> None:
-    """Put the schema into Hydra's ConfigStore (idempotent); conf/config.yaml builds on it."""
+    """Put the schema into Hydra's ConfigStore (idempotent); rtc_sweep/conf/config.yaml builds on it."""
     ConfigStore.instance().store(name=SCHEMA_NAME, node=RtcSweepSchema)
 
 
@@ -131,10 +131,10 @@ class JobConfig:
 
 def to_job_config(cfg: DictConfig | RtcSweepSchema) -> JobConfig:
     """The composed config (a DictConfig on the schema, or the schema object) as frozen runtime dataclasses."""
-    from rtc_sweep.delays import DelayProfile
-    from rtc_sweep.policy import ModelConfig
-    from rtc_sweep.run_config import ExecutePolicy, RunConfig
-    from rtc_sweep.samplers import MethodConfig
+    from rtc_sweep.core.delays import DelayProfile
+    from rtc_sweep.core.policy import ModelConfig
+    from rtc_sweep.core.run_config import ExecutePolicy, RunConfig
+    from rtc_sweep.core.samplers import MethodConfig
 
     if isinstance(cfg, DictConfig):
         # Merging onto the schema types a plain DictConfig too (a loaded .hydra/config.yaml, a test's dict).
@@ -181,7 +181,7 @@ def in_reference_grid(run: RunConfig) -> bool:
 
 def validate(job: JobConfig) -> None:
     """Every check that needs no compile; raises ``ConfigError`` naming the key."""
-    from rtc_sweep.evaluate import validate as validate_run
+    from rtc_sweep.sweep.evaluate import validate as validate_run
 
     if job.reference_grid_only and (
         job.run.delay.mode != "fixed" or job.run.execute.mode not in ("fixed", "synchronous")
@@ -223,7 +223,7 @@ def _cell(value: Any) -> Any:
 
 def config_hash(run: RunConfig) -> str:
     """A short fingerprint of everything that determines a job's results (resume compares it)."""
-    from rtc_sweep.results import hash_config_columns
+    from rtc_sweep.report.results import hash_config_columns
 
     return hash_config_columns(config_columns(run))
 
