@@ -91,7 +91,8 @@ def test_law_of_trace_is_the_empirical_distribution_of_its_ticks():
 # --- draws follow the law -----------------------------------------------------------------------------
 
 ALL_PROFILES = {
-    **delays.PRESETS,
+    **{name: p for name, p in delays.PRESETS.items() if p.warmup_cycles == 0},  # law: after the warm-up
+    "measured_placeholder_rtt": dataclasses.replace(delays.PRESETS["measured"], system="network_rtt", control_hz=50.0),
     "long_tail_half_dropped": dataclasses.replace(delays.PRESETS["long_tail"], spike_drop_prob=0.5),
     "lognormal_capped": dataclasses.replace(delays.PRESETS["lognormal"], tail_cap=3),
     "pareto_spiky": dataclasses.replace(delays.PRESETS["pareto"], p_spike=0.1, d_spike=12),
@@ -310,6 +311,24 @@ BAD_VALUES = [
     ({"mode": "trace", "trace_ms": (1.0,) * (delays.TRACE_MAX_LEN + 1)}, "trace_ms"),
     ({"mode": "trace", "trace_ms": (1.0,), "p_spike": 0.05}, "p_spike"),
     ({"mode": "trace", "trace_path": "no/such/trace.csv"}, "trace_path"),
+    ({"control_hz": 0.0}, "control_hz"),
+    ({"control_hz": 50.0, "dt_ms": 40.0}, "control_hz"),
+    ({"deadline": 0}, "deadline"),
+    ({"deadline": 1.5}, "deadline"),
+    ({"mode": "measured", "batch": 0}, "batch"),
+    ({"mode": "measured", "calls": 0}, "calls"),
+    ({"mode": "measured", "calls": delays.TRACE_MAX_LEN + 1}, "calls"),
+    ({"mode": "measured", "latency_scale": 0.0}, "latency_scale"),
+    ({"mode": "measured", "system": "gremlins"}, "system"),
+    ({"mode": "measured", "system": "trace_example"}, "system"),
+    ({"mode": "measured", "p_spike": 0.1}, "p_spike"),
+    ({"batch": 4}, "batch"),  # measured-mode keys elsewhere
+    ({"calls": 50}, "calls"),
+    ({"latency_scale": 2.0}, "latency_scale"),
+    ({"system": "stalls"}, "system"),
+    ({"warmup_cycles": -1}, "warmup_cycles"),
+    ({"warmup_factor": 0.5}, "warmup_factor"),
+    ({"mode": "loglogistic", "alpha": 0.0}, "alpha"),
 ]
 
 
@@ -362,6 +381,12 @@ def test_presets_are_valid_named_and_hashable():
         "trace_example",
         "lognormal",
         "pareto",
+        *(f"pi0_{p}" for p in ("datacenter_gpu", "rtx4090", "jetson_thor", "5g", "4g", "slow_cloud")),
+        "warmup",
+        "stalls",
+        "network_rtt",
+        *(f"spread_{p}" for p in ("deterministic", "low_jitter", "bursty", "heavy_tail")),
+        "measured",
     }
     for name, profile in delays.PRESETS.items():
         profile.validate()
@@ -373,3 +398,63 @@ def test_presets_are_valid_named_and_hashable():
 def test_bad_max_delay_is_rejected():
     with pytest.raises(ValueError, match="max_delay"):
         delays.PRESETS["long_tail"].arrays(-1)
+
+
+# --- measured mode, the log-logistic law, warm-up ------------------------------------------------------
+
+
+def test_measured_replays_its_ticks_like_the_trace_of_the_same_ms():
+    ms = np.array([3.0, 19.9, 20.0, 20.1, 41.0, 95.0])
+    measured = delays.DelayProfile(mode="measured", control_hz=50.0)
+    trace = delays.DelayProfile(mode="trace", trace_ms=tuple(ms), control_hz=50.0)
+    np.testing.assert_array_equal(measured.measured_ticks(ms), [1, 1, 1, 2, 3, 5])
+    key, envs, cycles = jax.random.key(1), jnp.arange(8), jnp.arange(16)
+    np.testing.assert_array_equal(
+        np.asarray(draw_grid(measured.arrays(MAX_DELAY, measured_ms=ms), key, envs, cycles)),
+        np.asarray(draw_grid(trace.arrays(MAX_DELAY), key, envs, cycles)),
+    )
+    np.testing.assert_allclose(delays.law(measured, MAX_DELAY, ms), delays.law(trace, MAX_DELAY))
+    scaled = dataclasses.replace(measured, latency_scale=2.0)
+    np.testing.assert_array_equal(scaled.measured_ticks(ms), [1, 2, 2, 3, 5, 10])
+
+
+def test_measured_with_a_system_part_adds_the_iid_draw():
+    ms = np.full(64, 30.0)  # 2 ticks at 50 Hz, always
+    profile = delays.DelayProfile(mode="measured", control_hz=50.0, system="spread_bursty")
+    draws = np.asarray(
+        draw_grid(profile.arrays(MAX_DELAY, measured_ms=ms), jax.random.key(0), jnp.arange(256), jnp.arange(64))
+    )
+    assert set(np.unique(draws)) == {3, 7}  # 2 + (1 or 5)
+    assert abs((draws == 7).mean() - 0.25) < 0.02
+    np.testing.assert_allclose(delays.law(profile, 10, ms), np.eye(11)[3] * 0.75 + np.eye(11)[7] * 0.25)
+
+
+def test_loglogistic_discretisation_is_exact():
+    p = delays.PRESETS["network_rtt"]  # median 30 ms, alpha 5, 20 ms ticks
+    pmf = delays.law(p, 8)
+    assert pmf[0] == 0
+    assert pmf[1] == pytest.approx(1 / (1 + (20.0 / 30.0) ** -5.0))
+    assert pmf[2] == pytest.approx(1 / (1 + (40.0 / 30.0) ** -5.0) - 1 / (1 + (20.0 / 30.0) ** -5.0))
+
+
+def test_warmup_cycles_are_slower_then_the_law_holds():
+    profile = delays.PRESETS["warmup"]  # 2 ticks, the first 3 cycles x4
+    draws = grid(profile)
+    assert (draws[:, :3] == 8).all() and (draws[:, 3:] == 2).all()
+    none = grid(dataclasses.replace(profile, warmup_cycles=0))
+    assert (none == 2).all()
+
+
+def test_control_hz_sets_the_period_of_every_ms_mode():
+    at50 = delays.PRESETS["pi0_4g"]  # 73 ms
+    assert at50.period_ms == 20.0
+    assert at50.trace_ticks().tolist() == [4]
+    assert dataclasses.replace(at50, control_hz=30.0).trace_ticks().tolist() == [3]
+    assert dataclasses.replace(at50, control_hz=None).trace_ticks().tolist() == [3]  # dt_ms default, 30 Hz
+
+
+def test_deadline_is_a_traced_array():
+    a = delays.DelayProfile(deadline=3).arrays(MAX_DELAY)
+    b = delays.DelayProfile().arrays(MAX_DELAY)
+    assert int(a.deadline) == 3 and int(b.deadline) == delays.NO_DEADLINE
+    assert a.deadline.dtype == b.deadline.dtype and a.deadline.shape == b.deadline.shape

@@ -26,7 +26,16 @@ One draw, iid modes (fixed, mixture, lognormal, pareto)::
 
 Trace mode replays the trace ticks cyclically from an offset drawn per stream:
 ``d_k = min(ticks[(offset + k) % len], cap)``. Milliseconds become ticks as ``ceil(latency / dt_ms)``,
-so a chunk that needs any part of a tick is not there at that tick.
+so a chunk that needs any part of a tick is not there at that tick (``dt_ms`` is ``1000 / control_hz`` when
+``control_hz`` is set).
+
+Measured mode is trace mode on the job's own sampler, timed before the rollout (sweep/evaluate.py,
+``measure_latency``): ``d_k = min(ceil(latency_scale * ms[(offset + k) % calls] / dt_ms) + system_k, cap)``,
+where ``system_k`` is an iid draw (ticks) of the scenario law named by ``system`` (``none``: 0). Each part is
+rounded up on its own, so the sum can be one tick more than rounding the summed milliseconds.
+
+``deadline`` (ticks, optional) is not part of the draw: the rollout abandons a chunk whose delay exceeds it
+(timeline.py) and starts a new inference at tick ``t_k + deadline``.
 """
 
 from __future__ import annotations
@@ -43,7 +52,11 @@ import numpy as np
 
 from rtc_sweep.errors import ConfigError
 
-MODES: tuple[str, ...] = ("fixed", "mixture", "trace", "lognormal", "pareto")
+MODES: tuple[str, ...] = ("fixed", "mixture", "trace", "lognormal", "pareto", "loglogistic", "measured")
+# Modes whose law is iid and known without a measurement: what delay_profile.system may name.
+IID_MODES: tuple[str, ...] = ("fixed", "mixture", "lognormal", "pareto", "loglogistic")
+# A traced "no deadline": larger than any delay a draw can return.
+NO_DEADLINE = np.iinfo(np.int32).max
 SCOPES: tuple[str, ...] = ("env", "batch")
 DATA_DIR = Path(__file__).resolve().parent.parent / "data"
 
@@ -120,6 +133,10 @@ class DelayArrays(NamedTuple):
     d_spike: jax.Array  # [] int32, <= max_delay
     spike_drop_prob: jax.Array  # [] float32
     cap: jax.Array  # [] int32, min(tail_cap, max_delay); max_delay when there is no tail cap
+    add_iid: jax.Array  # [] bool, mode measured with a system law: replay + the iid draw (else replay alone)
+    deadline: jax.Array  # [] int32, abandon a chunk later than this (timeline.py); NO_DEADLINE when none
+    warmup_cycles: jax.Array  # [] int32, cycles 0 .. warmup_cycles - 1 of a stream are warm-up cycles
+    warmup_factor: jax.Array  # [] float32, >= 1: a warm-up draw is ceil(factor * d) (before the cap)
 
     @property
     def max_delay(self) -> int:
@@ -163,7 +180,7 @@ class DelayProfile:
     """The law of the inference delay. Fields a mode does not use are ignored by that mode."""
 
     name: str = "custom"  # label written to results (a preset's name)
-    mode: str = "mixture"  # fixed | mixture | trace | lognormal | pareto
+    mode: str = "mixture"  # fixed | mixture | trace | lognormal | pareto | loglogistic | measured
     fixed_delay: int = 0  # ticks >= 0, mode fixed
     base_delays: tuple[int, ...] = (0, 1)  # ticks >= 0, mode mixture: the support of the base law
     base_probs: tuple[float, ...] = (0.9, 0.1)  # mode mixture: their probabilities, summing to 1
@@ -174,11 +191,20 @@ class DelayProfile:
     dt_ms: float = 1000 / 30  # ms > 0, controller period (Kinetix large levels: 2 substeps of 1/60 s)
     trace_ms: tuple[float, ...] | None = None  # mode trace: inline latencies (ms >= 0), or use trace_path
     trace_path: str | None = None  # mode trace: file of latencies (ms), one per line, optional header
-    median_ms: float = 40.0  # ms > 0, mode lognormal: median latency
+    median_ms: float = 40.0  # ms > 0, modes lognormal and loglogistic: median latency
     sigma: float = 0.5  # > 0, mode lognormal: std of log-latency (larger = heavier tail)
     scale_ms: float = 20.0  # ms > 0, mode pareto: minimum latency x_m
-    alpha: float = 2.0  # > 0, mode pareto: tail index (smaller = heavier tail; mean is infinite at <= 1)
+    # > 0, modes pareto and loglogistic: tail index, P(L > x) ~ x^-alpha (smaller = heavier; mean infinite at <= 1)
+    alpha: float = 2.0
     scope: str = "env"  # env: one delay stream per environment; batch: one stream shared by all
+    control_hz: float | None = None  # Hz > 0: the controller rate; when set, dt_ms is 1000 / control_hz
+    deadline: int | None = None  # ticks >= 1: a chunk later than this is abandoned, a new inference starts; None: none
+    batch: int = 1  # mode measured: batch size of the timed sampler calls (1: one robot, the deployment case)
+    calls: int = 200  # mode measured: timed calls after the warm-up (1..TRACE_MAX_LEN)
+    latency_scale: float = 1.0  # mode measured: factor on the measured ms (> 0; 4 stands in for a 4x slower device)
+    system: str = "none"  # mode measured: system part added to each draw, none or an iid preset (SYSTEM_PRESETS)
+    warmup_cycles: int = 0  # >= 0: the first cycles of every stream (episode) are warm-up cycles, any mode
+    warmup_factor: float = 1.0  # >= 1: a warm-up cycle takes ceil(warmup_factor * d) ticks (before the cap)
 
     def __post_init__(self) -> None:
         # Lists (from YAML or callers) become tuples so a profile stays hashable (jit static args, caches).
@@ -222,11 +248,69 @@ class DelayProfile:
         _check_positive("sigma", self.sigma, "log-ms")
         _check_positive("scale_ms", self.scale_ms, "ms")
         _check_positive("alpha", self.alpha, "tail index")
+        if self.control_hz is not None:
+            _check_positive("control_hz", self.control_hz, "Hz")
+            if self.dt_ms != _DEFAULT_DT_MS and abs(self.dt_ms - 1000.0 / float(self.control_hz)) > 1e-9 * self.dt_ms:
+                raise _fail(
+                    "control_hz",
+                    f"{self.control_hz!r} disagrees with dt_ms={self.dt_ms!r}; allowed: one of them (or dt_ms = "
+                    "1000 / control_hz)",
+                )
+        if self.deadline is not None and (not _is_int(self.deadline) or int(self.deadline) < 1):
+            raise _fail("deadline", f"{self.deadline!r} is not a deadline in ticks; allowed: an integer >= 1 or null")
+        self._validate_measured()
+        _check_ticks("warmup_cycles", self.warmup_cycles)
+        if not _is_real(self.warmup_factor) or not math.isfinite(float(self.warmup_factor)) or self.warmup_factor < 1:
+            raise _fail("warmup_factor", f"{self.warmup_factor!r}; allowed: a finite number >= 1")
         if self.mode == "trace":
             if self.p_spike != 0:
                 # A recorded trace already holds its slow calls; silently ignoring a spike rate would be worse.
                 raise _fail("p_spike", f"{self.p_spike!r} in mode trace; allowed: 0 (mode trace has no spikes)")
             self.trace_latencies_ms()
+
+    def _validate_measured(self) -> None:
+        """The measured-mode keys: checked always, and rejected off their default outside mode measured."""
+        measured = self.mode == "measured"
+        checks: tuple[tuple[str, bool, str], ...] = (
+            ("batch", _is_int(self.batch) and int(self.batch) >= 1, "an integer >= 1"),
+            ("calls", _is_int(self.calls) and 1 <= int(self.calls) <= TRACE_MAX_LEN, f"an integer 1..{TRACE_MAX_LEN}"),
+            (
+                "latency_scale",
+                _is_real(self.latency_scale) and math.isfinite(float(self.latency_scale)) and self.latency_scale > 0,
+                "a finite number > 0",
+            ),
+            ("system", self.system in ("none", *SYSTEM_PRESETS), ", ".join(("none", *SYSTEM_PRESETS))),
+        )
+        for field, ok, allowed in checks:
+            if not ok:
+                raise _fail(field, f"{getattr(self, field)!r}; allowed: {allowed}")
+            default = _DEFAULTS[field]
+            if not measured and getattr(self, field) != default:
+                raise _fail(
+                    field,
+                    f"{getattr(self, field)!r} applies to mode measured only (mode is {self.mode!r}); "
+                    f"allowed here: {default!r}",
+                )
+        if measured and self.p_spike != 0:
+            raise _fail(
+                "p_spike",
+                f"{self.p_spike!r} in mode measured; allowed: 0 (spikes come from delay_profile.system, e.g. stalls)",
+            )
+
+    @property
+    def period_ms(self) -> float:
+        """The controller period (ms) the ms-based modes convert with: ``1000 / control_hz``, else ``dt_ms``."""
+        return 1000.0 / float(self.control_hz) if self.control_hz is not None else float(self.dt_ms)
+
+    def system_profile(self) -> DelayProfile | None:
+        """Mode measured: the system law added to the measured part, at this profile's rate (None for none)."""
+        if self.system == "none":
+            return None
+        return dataclasses.replace(SYSTEM_PRESETS[self.system], dt_ms=self.period_ms, control_hz=None)
+
+    def measured_ticks(self, latency_ms: np.ndarray | Sequence[float]) -> np.ndarray:
+        """Mode measured: measured latencies (ms) as ticks, ``ceil(latency_scale * ms / dt)`` (int64, uncapped)."""
+        return ms_to_ticks(np.asarray(latency_ms, np.float64) * float(self.latency_scale), self.period_ms)
 
     def trace_latencies_ms(self) -> np.ndarray:
         """The trace (ms, float64) of mode trace, checked: one source, non-empty, finite, >= 0, not too long."""
@@ -255,7 +339,7 @@ class DelayProfile:
 
     def trace_ticks(self) -> np.ndarray:
         """The trace of mode trace in ticks (int64), before any cap."""
-        return ms_to_ticks(self.trace_latencies_ms(), self.dt_ms)
+        return ms_to_ticks(self.trace_latencies_ms(), self.period_ms)
 
     def cap_ticks(self, max_delay: int) -> int:
         """The cap every draw is clipped to: ``min(tail_cap, max_delay)``."""
@@ -275,8 +359,14 @@ class DelayProfile:
             np.add.at(pmf, np.minimum(np.asarray(self.base_delays, dtype=np.int64), max_delay), self.base_probs)
         elif self.mode == "trace":
             pmf = np.bincount(np.minimum(self.trace_ticks(), max_delay), minlength=max_delay + 1).astype(np.float64)
+        elif self.mode == "measured":  # the system part's base law (the measured part is replayed, see arrays)
+            system = self.system_profile()
+            if system is None:
+                pmf[0] = 1.0
+            else:
+                return system.base_pmf(max_delay)
         else:
-            edges = self.dt_ms * np.arange(max_delay)  # cdf at 0, dt, .., (max_delay - 1) dt
+            edges = self.period_ms * np.arange(max_delay)  # cdf at 0, dt, .., (max_delay - 1) dt
             cdf = np.array([self._latency_cdf(x) for x in edges])
             pmf = np.diff(np.concatenate([[0.0], cdf, [1.0]]))
         pmf = np.clip(pmf, 0.0, None)
@@ -288,35 +378,76 @@ class DelayProfile:
         if self.mode == "lognormal":
             z = (math.log(x_ms) - math.log(self.median_ms)) / self.sigma
             return 0.5 * math.erfc(-z / math.sqrt(2.0))
+        if self.mode == "loglogistic":  # F(x) = 1 / (1 + (x / median)^-alpha)
+            return 1.0 / (1.0 + (x_ms / self.median_ms) ** -self.alpha)
         return 0.0 if x_ms < self.scale_ms else 1.0 - (self.scale_ms / x_ms) ** self.alpha
 
-    def arrays(self, max_delay: int) -> DelayArrays:
-        """The profile as ``DelayArrays`` for ``draw_delay`` (validates; host side, call outside jit)."""
+    def arrays(self, max_delay: int, measured_ms: np.ndarray | Sequence[float] | None = None) -> DelayArrays:
+        """The profile as ``DelayArrays`` for ``draw_delay`` (validates; host side, call outside jit).
+
+        Mode measured replays ``measured_ms`` (the timed calls, ms) plus the system part; without them (what
+        ``prepare`` builds before ``evaluate`` has measured) the measured part reads 0 ticks, a placeholder that
+        ``evaluate`` replaces before any rollout runs.
+        """
         base = self.base_pmf(max_delay)
         trace = np.zeros(TRACE_MAX_LEN, dtype=np.int32)
         trace_len = 1
-        if self.mode == "trace":
-            ticks = np.minimum(self.trace_ticks(), max_delay)
+        spikes: DelayProfile = self
+        if self.mode == "trace" or (self.mode == "measured" and measured_ms is not None):
+            ticks = self.trace_ticks() if self.mode == "trace" else self.measured_ticks(_checked_ms(measured_ms))
+            ticks = np.minimum(ticks, max_delay)
             trace[: ticks.size] = ticks
             trace_len = int(ticks.size)
+        system = self.system_profile() if self.mode == "measured" else None
+        if system is not None:
+            spikes = system
         return DelayArrays(
             base_pmf=jnp.asarray(base, dtype=jnp.float32),
             trace_ticks=jnp.asarray(trace),
             trace_len=jnp.asarray(np.int32(trace_len)),
-            use_trace=jnp.asarray(np.bool_(self.mode == "trace")),
-            p_spike=jnp.asarray(np.float32(self.p_spike)),
-            d_spike=jnp.asarray(np.int32(min(int(self.d_spike), max_delay))),
-            spike_drop_prob=jnp.asarray(np.float32(self.spike_drop_prob)),
+            use_trace=jnp.asarray(np.bool_(self.mode in ("trace", "measured"))),
+            p_spike=jnp.asarray(np.float32(spikes.p_spike)),
+            d_spike=jnp.asarray(np.int32(min(int(spikes.d_spike), max_delay))),
+            spike_drop_prob=jnp.asarray(np.float32(spikes.spike_drop_prob)),
             cap=jnp.asarray(np.int32(self.cap_ticks(max_delay))),
+            add_iid=jnp.asarray(np.bool_(system is not None)),
+            deadline=jnp.asarray(np.int32(NO_DEADLINE if self.deadline is None else int(self.deadline))),
+            warmup_cycles=jnp.asarray(np.int32(self.warmup_cycles)),
+            warmup_factor=jnp.asarray(np.float32(self.warmup_factor)),
         )
 
 
-def law(profile: DelayProfile, max_delay: int) -> np.ndarray:
+def _checked_ms(latency_ms: np.ndarray | Sequence[float] | None) -> np.ndarray:
+    values = np.asarray(latency_ms, dtype=np.float64)
+    if values.ndim != 1 or not 1 <= values.size <= TRACE_MAX_LEN or not np.all(np.isfinite(values) & (values >= 0)):
+        raise ValueError(f"measured latencies must be 1..{TRACE_MAX_LEN} finite values >= 0 ms, got {values!r}")
+    return values
+
+
+_DEFAULT_DT_MS = 1000 / 30
+_DEFAULTS = {f.name: f.default for f in dataclasses.fields(DelayProfile)}
+
+
+def law(profile: DelayProfile, max_delay: int, measured_ms: np.ndarray | Sequence[float] | None = None) -> np.ndarray:
     """The exact pmf (float64, [max_delay + 1]) of one draw after spikes, spike drop and the cap.
 
     Trace mode: the empirical distribution of the (capped) trace ticks, which is also the law of one draw
-    at a uniformly random offset.
+    at a uniformly random offset. Mode measured: that of the measured ticks (``measured_ms``; 0 ticks when
+    not given) convolved with the system law. Either way the law of the cycles after the warm-up (warmup_cycles).
     """
+    if profile.mode == "measured":
+        profile.validate()
+        ms = np.zeros(1) if measured_ms is None else _checked_ms(measured_ms)
+        measured = np.bincount(np.minimum(profile.measured_ticks(ms), max_delay), minlength=max_delay + 1)
+        system = profile.system_profile()
+        system_law = np.eye(max_delay + 1)[0] if system is None else law(system, max_delay)
+        pmf = np.convolve(measured / measured.sum(), system_law)
+        pmf[max_delay] += pmf[max_delay + 1 :].sum()
+        pmf = pmf[: max_delay + 1]
+        cap = profile.cap_ticks(max_delay)
+        pmf[cap] += pmf[cap + 1 :].sum()
+        pmf[cap + 1 :] = 0.0
+        return pmf
     base = profile.base_pmf(max_delay)
     p_kept_spike = float(profile.p_spike) * (1.0 - float(profile.spike_drop_prob))
     pmf = (1.0 - p_kept_spike) * base
@@ -360,8 +491,13 @@ def draw_delay(arrays: DelayArrays, stream_key: jax.Array, cycle: jax.Array | in
     # The offset comes from the stream key alone, so successive cycles of a stream walk the trace in order.
     offset = jax.random.randint(offset_key, (), 0, arrays.trace_len, dtype=jnp.int32)
     replay = arrays.trace_ticks[(offset + jnp.asarray(cycle, jnp.int32)) % arrays.trace_len]
+    # Mode measured with a system law: the system's iid draw adds to the replayed compute time.
+    replay = replay + jnp.where(arrays.add_iid, iid, 0)
 
-    return jnp.minimum(jnp.where(arrays.use_trace, replay, iid), arrays.cap).astype(jnp.int32)
+    d = jnp.where(arrays.use_trace, replay, iid)
+    warm = jnp.ceil(d.astype(jnp.float32) * arrays.warmup_factor).astype(jnp.int32)
+    d = jnp.where(jnp.asarray(cycle, jnp.int32) < arrays.warmup_cycles, warm, d)
+    return jnp.minimum(d, arrays.cap).astype(jnp.int32)
 
 
 _LONG_TAIL = DelayProfile(
@@ -379,4 +515,50 @@ PRESETS: dict[str, DelayProfile] = {
     "trace_example": DelayProfile(name="trace_example", mode="trace", trace_path="example_trace.csv"),
     "lognormal": DelayProfile(name="lognormal", mode="lognormal", median_ms=30.0, sigma=0.75),
     "pareto": DelayProfile(name="pareto", mode="pareto", scale_ms=20.0, alpha=2.0),
+}
+
+# Published scenarios (rtc_sweep/conf/delay_profile/*.yaml holds each one's source). The pi0 placements are
+# end-to-end estimates at 50 Hz (20 ms ticks): a one-entry trace in ms, so another control_hz converts them anew.
+_PI0_MS = {
+    "pi0_datacenter_gpu": 3.2,
+    "pi0_rtx4090": 31.1,
+    "pi0_jetson_thor": 52.6,
+    "pi0_5g": 27.8,
+    "pi0_4g": 73.0,
+    "pi0_slow_cloud": 273.0,
+}
+PRESETS.update(
+    {name: DelayProfile(name=name, mode="trace", trace_ms=(ms,), control_hz=50.0) for name, ms in _PI0_MS.items()}
+)
+PRESETS.update(
+    {
+        # The RTX 4090 placement with the first 3 inferences of every episode 4 times slower (cold caches, JIT).
+        "warmup": DelayProfile(
+            name="warmup", mode="trace", trace_ms=(31.1,), control_hz=50.0, warmup_cycles=3, warmup_factor=4.0
+        ),
+        # Rare stalls (garbage collection, page faults, scheduler hiccups): 4 per 1000 inferences, 20-300 ms at
+        # 50 Hz (1, 3, 8 and 15 ticks), nothing otherwise; as a system part it adds these stalls to a measurement.
+        "stalls": DelayProfile(
+            name="stalls", mode="mixture", base_delays=(0, 1, 3, 8, 15), base_probs=(0.996, 0.001, 0.001, 0.001, 0.001)
+        ),
+        # A network round trip: log-logistic, 30 ms median, tail index 5 (P(RTT > 60 ms) = 3 %), at 50 Hz.
+        "network_rtt": DelayProfile(name="network_rtt", mode="loglogistic", median_ms=30.0, alpha=5.0, control_hz=50.0),
+        # Mean 2 ticks, growing spread: deterministic, low jitter, bursty (bimodal), heavy tail.
+        "spread_deterministic": DelayProfile(name="spread_deterministic", mode="fixed", fixed_delay=2),
+        "spread_low_jitter": DelayProfile(
+            name="spread_low_jitter", mode="mixture", base_delays=(1, 2, 3), base_probs=(0.1, 0.8, 0.1)
+        ),
+        "spread_bursty": DelayProfile(
+            name="spread_bursty", mode="mixture", base_delays=(1, 5), base_probs=(0.75, 0.25)
+        ),
+        "spread_heavy_tail": DelayProfile(
+            name="spread_heavy_tail", mode="mixture", base_delays=(1, 3, 13), base_probs=(0.75, 0.2, 0.05)
+        ),
+        # The job's own sampler, timed on its device (sweep/evaluate.py): delay_profile.control_hz=50
+        "measured": DelayProfile(name="measured", mode="measured"),
+    }
+)
+# What delay_profile.system may name: the presets with an iid law (converted at the measured profile's rate).
+SYSTEM_PRESETS: dict[str, DelayProfile] = {
+    name: p for name, p in PRESETS.items() if p.mode in IID_MODES and p.warmup_cycles == 0
 }

@@ -29,6 +29,12 @@ ensembling (``method=temporal_ensembling``, static: only its program carries the
 chunks, each with its observation and landing tick; a tick's action is the ``exp(-m·i)``-weighted mean of the
 landed chunks covering it (``i`` = 0 for the oldest).
 
+A deadline (``delay_profile.deadline`` = D, traced in ``DelayArrays.deadline``; none = a value no draw reaches): a
+cycle whose delay exceeds D is abandoned at ``i = D``: it lasts ``L_k = D``, its chunk never lands (nor votes, under
+temporal ensembling), and the next cycle starts at ``t_k + D`` from the observation there, with ``cur`` shifted by D
+(what the controller still has; the fallback once it runs dry) and D pushed as the observed delay. With no deadline
+every ``where`` on it selects the old values, bit for bit.
+
 Static (one compile each): the method, the model sizes, the batch shape, ``T``. Traced (one program serves a
 whole sweep): the delay profile's values, the execute policy (mode, horizon, s_min, estimator, buffer size,
 starvation fallback), temporal ensembling's decay, the level's state and params, the policy parameters and the
@@ -117,6 +123,7 @@ class PerEnv(NamedTuple):
     n_violate: jax.Array  # cycles with d_k > valid_k (the chunk runs dry)
     n_late: jax.Array  # cycles with d_k > s_k
     n_under: jax.Array  # cycles with d_k > d̂_k
+    n_abandoned: jax.Array  # cycles with d_k > deadline (the chunk was abandoned, a new inference started)
     sum_execute_horizon: jax.Array
     sum_cycle_length: jax.Array
     starved_ticks: jax.Array
@@ -267,18 +274,29 @@ def rollout(
         return jax.vmap(delays_lib.draw_delay, in_axes=(None, 0, 0))(delay_arrays, delay_keys, k)
 
     sync = execute.synchronous
+    # Injected-delay callers may pass no delay arrays: then there is no deadline either.
+    deadline = jnp.int32(delays_lib.NO_DEADLINE) if delay_arrays is None else delay_arrays.deadline
 
     def tick(c: _Carry, t: jax.Array) -> tuple[_Carry, tuple[jax.Array, ...]]:
         # 1. The running cycle ends: cur <- new shifted by L (synchronous: by s, as new[0 .. s-1] ran after the
         # d ticks of blocking), the delay becomes observed.
         boundary = c.i >= c.cycle_len  # [B]; at t = 0 every env has i = L = 0
         ended = boundary & (c.k > 0)
+        # An abandoned cycle (past its deadline) is the only one that ends before its chunk lands: d > L. It leaves
+        # cur shifted by L (what the controller still had) and reports L as the delay it saw.
+        dropped = c.d > c.cycle_len
         shift = c.cycle_len - jnp.where(sync, c.d, 0)
-        cur = jnp.where(ended[:, None, None], shift_left(c.new, shift), c.cur)
-        cur_src = jnp.where(ended[:, None], jnp.stack([c.k - 1, shift], axis=1), c.cur_src)
-        valid = jnp.where(ended, jnp.maximum(H - shift, 0), c.valid)
+        landed_cur = shift_left(c.new, shift)
+        kept_cur = shift_left(c.cur, c.cycle_len)
+        cur = jnp.where(ended[:, None, None], jnp.where(dropped[:, None, None], kept_cur, landed_cur), c.cur)
+        landed_src = jnp.stack([c.k - 1, shift], axis=1)
+        kept_src = c.cur_src + jnp.stack([jnp.zeros_like(c.i), c.cycle_len], axis=1)
+        cur_src = jnp.where(ended[:, None], jnp.where(dropped[:, None], kept_src, landed_src), c.cur_src)
+        kept_valid = jnp.maximum(c.valid - c.cycle_len, 0)
+        valid = jnp.where(ended, jnp.where(dropped, kept_valid, jnp.maximum(H - shift, 0)), c.valid)
         slot = (c.k - 1) % MAX_BUFFER
-        pushed = c.buf.at[jnp.arange(B), slot].set(jnp.where(ended, c.d, c.buf[jnp.arange(B), slot]))
+        seen = jnp.where(dropped, c.cycle_len, c.d)
+        pushed = c.buf.at[jnp.arange(B), slot].set(jnp.where(ended, seen, c.buf[jnp.arange(B), slot]))
 
         # 2. A new cycle starts where one ended: draw d_k, estimate d̂_k, pick s_k, sample the new chunk.
         d_new = draw(c.k)
@@ -304,20 +322,22 @@ def rollout(
         sampled = jax.lax.cond(jnp.any(boundary), run_sampler, lambda _: c.new, None)
         new = jnp.where(boundary[:, None, None], sampled, c.new)
         d = jnp.where(boundary, d_new, c.d)
-        cycle_len = jnp.where(boundary, jnp.where(sync, d_new + s_new, jnp.maximum(s_new, d_new)), c.cycle_len)
+        abandon = d_new > deadline  # this cycle's chunk will miss the deadline: it lasts D ticks
+        length = jnp.where(abandon, deadline, jnp.where(sync, d_new + s_new, jnp.maximum(s_new, d_new)))
+        cycle_len = jnp.where(boundary, length, c.cycle_len)
         i = jnp.where(boundary, 0, c.i)
         ensemble = c.ensemble
         if ensemble is not None:  # the new chunk joins the ring now and votes from t + d on
             n_slots = ensemble.cycle.shape[1]
             put = boundary[:, None] & (jnp.arange(n_slots)[None, :] == (c.k % n_slots)[:, None])  # [B, n]
             # Cycle 0's chunk supersedes the initial one (both are drawn from o_0): that one stops when it lands.
-            superseded = (boundary & (c.k == 0))[:, None] & (ensemble.cycle == -1)
+            superseded = (boundary & (c.k == 0) & ~abandon)[:, None] & (ensemble.cycle == -1)
             ensemble = _Ensemble(
                 chunks=jnp.where(put[:, :, None, None], sampled[:, None], ensemble.chunks),
                 obs_tick=jnp.where(put, t, ensemble.obs_tick),
                 land=jnp.where(put, t + d_new[:, None], ensemble.land),
                 end=jnp.where(put, t + H, jnp.where(superseded, t + d_new[:, None], ensemble.end)),
-                cycle=jnp.where(put, c.k[:, None], ensemble.cycle),
+                cycle=jnp.where(put, jnp.where(abandon, -2, c.k)[:, None], ensemble.cycle),  # abandoned: no vote
             )
 
         # 3. Execute tick t: the old chunk until the new one lands at i = d, the fallback if the old one ran dry.
@@ -347,6 +367,7 @@ def rollout(
             n_violate=st.n_violate + (boundary & (d_new > jnp.where(sync, 0, valid))),
             n_late=st.n_late + (boundary & (d_new > s_new)),
             n_under=st.n_under + (boundary & (d_new > d_hat)),
+            n_abandoned=st.n_abandoned + (boundary & abandon),
             sum_execute_horizon=st.sum_execute_horizon + jnp.where(boundary, s_new, 0),
             sum_cycle_length=st.sum_cycle_length + jnp.where(boundary, cycle_len, 0),
             starved_ticks=st.starved_ticks + starved,
@@ -369,7 +390,8 @@ def rollout(
     stats0 = PerEnv(
         first=jax.vmap(lambda _: FirstEpisode.init())(env_index),
         cycle_delay=jnp.zeros((0,)), n_cycles=zeros_i, n_violate=zeros_i, n_late=zeros_i, n_under=zeros_i,
-        sum_execute_horizon=zeros_i, sum_cycle_length=zeros_i, starved_ticks=zeros_i, max_delta=zf, max_ddelta=zf,
+        n_abandoned=zeros_i, sum_execute_horizon=zeros_i, sum_cycle_length=zeros_i, starved_ticks=zeros_i, max_delta=zf,
+        max_ddelta=zf,
         actions=None, starved=None, source=None,
     )  # fmt: skip
     ensemble0 = None

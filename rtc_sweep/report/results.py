@@ -41,6 +41,7 @@ METRIC_COLUMNS = (
     "p_violate",
     "p_late",
     "p_underestimate",
+    "p_abandoned",
     "starved_ticks",
     "mean_execute_horizon",
     "mean_cycle_length",
@@ -50,9 +51,13 @@ METRIC_COLUMNS = (
 )
 # Metric columns a complete row may lack: rows written before they existed stay complete (a resumed sweep keeps
 # them), and readers compute the interval from the rate and num_evals.
-OPTIONAL_COLUMNS = SOLVED_CI_COLUMNS
+OPTIONAL_COLUMNS = (*SOLVED_CI_COLUMNS, "p_abandoned")
+# delay_profile=measured: the timed sampler calls (ms, p50 and p99 after the warm-up; the first warm-up call),
+# kept in the job folder as LATENCY_FILE. Only measured jobs have them.
+LATENCY_COLUMNS = ("latency_ms_p50", "latency_ms_p99", "latency_ms_warmup")
+LATENCY_FILE = "latency_ms.csv"
 # Per-job measurements of the machine: they differ between jobs of one group, so they never define a group.
-MEASUREMENT_COLUMNS = ("wall_s", "env_steps_per_s")
+MEASUREMENT_COLUMNS = ("wall_s", "env_steps_per_s", *LATENCY_COLUMNS)
 # evaluate's extras that restate the config in a reader's words (each has a config column twin): they may name a
 # group. Every other non-metric column that is not a config key is a measurement.
 CONFIG_EXTRA_COLUMNS = ("delay_scope", "delay_mode", "estimator", "starvation", "model", "checkpoint")

@@ -51,6 +51,21 @@ def results_row(row: dict[str, Any], job: JobConfig, digest: str) -> tuple[dict[
     return out, head + [c for c in out if c not in head]
 
 
+def skip_before_validation(job: JobConfig) -> str | None:
+    """Why ``run`` skips the job before validating it (a sweep's incompatible pairs), or None.
+
+    The sweep's precheck (precheck.py) asks the same question, so that it does not report these jobs as invalid.
+    """
+    if job.compatible_only and job.run.method.name == "training_time" and not job.run.model.simulated_delay:
+        # A sweep crossing models with methods: training_time needs a policy fine-tuned with simulated delay.
+        return "skipped: method training_time needs model.simulated_delay (a training-time RTC policy); no row"
+    if job.synchronous_naive_only and job.run.execute.mode == "synchronous" and job.run.method.name != "naive":
+        # A sweep crossing execute policies with methods: the synchronous baseline runs the naive sampler.
+        method = job.run.method.name
+        return f"skipped: execute_policy=synchronous runs only with method naive here (got {method}); no row"
+    return None
+
+
 def run(job: JobConfig, job_dir: Path) -> float | None:
     """Run one job into ``job_dir``; returns its headline number (returned_episode_solved), None when skipped.
 
@@ -58,17 +73,7 @@ def run(job: JobConfig, job_dir: Path) -> float | None:
     """
     configure_host_devices()
     what = describe(job)
-    if job.compatible_only and job.run.method.name == "training_time" and not job.run.model.simulated_delay:
-        # A sweep crossing models with methods: training_time needs a policy fine-tuned with simulated delay.
-        reason = "skipped: method training_time needs model.simulated_delay (a training-time RTC policy); no row"
-        log.info("%s: %s", what, reason)
-        job_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(job_dir / SKIPPED_FILE, reason + "\n")
-        return None
-    if job.synchronous_naive_only and job.run.execute.mode == "synchronous" and job.run.method.name != "naive":
-        # A sweep crossing execute policies with methods: the synchronous baseline runs the naive sampler.
-        method = job.run.method.name
-        reason = f"skipped: execute_policy=synchronous runs only with method naive here (got {method}); no row"
+    if (reason := skip_before_validation(job)) is not None:
         log.info("%s: %s", what, reason)
         job_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(job_dir / SKIPPED_FILE, reason + "\n")
@@ -93,11 +98,12 @@ def run(job: JobConfig, job_dir: Path) -> float | None:
         return solved
 
     enable_compilation_cache()
-    from rtc_sweep.sweep.evaluate import evaluate
+    from rtc_sweep.sweep.evaluate import evaluate, latency_folder
 
     log.info("%s: evaluating (the first run on a machine compiles, later ones use the cache)", what)
     start = time.perf_counter()
-    row = evaluate(job.run, progress=job.progress and sys.stderr.isatty())
+    with latency_folder(job_dir):  # delay_profile=measured keeps (and on resume reuses) its timings here
+        row = evaluate(job.run, progress=job.progress and sys.stderr.isatty())
     seconds = time.perf_counter() - start
     out, columns = results_row(row, job, digest)
     write_csv(results_path, [out], columns)

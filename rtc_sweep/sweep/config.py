@@ -37,7 +37,7 @@ class LevelSchema:
 @dataclass
 class DelayProfileSchema:
     name: str = "custom"  # label written to results.csv as `profile` (each delay_profile option sets its own)
-    mode: str = "mixture"  # fixed | mixture | trace | lognormal | pareto
+    mode: str = "mixture"  # fixed | mixture | trace | lognormal | pareto | loglogistic | measured
     fixed_delay: int = 0  # ticks >= 0, mode fixed: every inference takes this long
     base_delays: list[int] = field(default_factory=lambda: [0, 1])  # ticks >= 0, mode mixture: support of the base
     base_probs: list[float] = field(default_factory=lambda: [0.9, 0.1])  # mode mixture: their probabilities, sum 1
@@ -48,11 +48,19 @@ class DelayProfileSchema:
     dt_ms: float = 1000 / 30  # ms > 0: controller period, converts the ms-based modes to ticks (30 Hz)
     trace_ms: list[float] | None = None  # mode trace: inline latencies in ms (or give trace_path)
     trace_path: str | None = None  # mode trace: latency file (ms), one per line; relative paths may name a shipped one
-    median_ms: float = 40.0  # ms > 0, mode lognormal: median latency
+    median_ms: float = 40.0  # ms > 0, modes lognormal and loglogistic: median latency
     sigma: float = 0.5  # > 0, mode lognormal: std of the log-latency (larger = heavier tail)
     scale_ms: float = 20.0  # ms > 0, mode pareto: minimum latency x_m
-    alpha: float = 2.0  # > 0, mode pareto: tail index (smaller = heavier tail; infinite mean at <= 1)
+    alpha: float = 2.0  # > 0, modes pareto and loglogistic: tail index (smaller = heavier tail; infinite mean at <= 1)
     scope: str = "env"  # env: an independent delay stream per environment; batch: one draw shared by all envs
+    control_hz: float | None = None  # Hz > 0: controller rate; when set, the ms-based modes use dt_ms = 1000 / it
+    deadline: int | None = None  # ticks >= 1: a chunk later than this is abandoned and a new inference starts; null
+    batch: int = 1  # mode measured: batch size of the timed sampler calls (1 = one robot, the deployment case)
+    calls: int = 200  # mode measured: timed calls after the warm-up (1..16384)
+    latency_scale: float = 1.0  # mode measured: factor on the measured ms (> 0; e.g. 4 for a 4x slower device)
+    system: str = "none"  # mode measured: system part added to each draw: none or an iid preset (stalls, network_rtt)
+    warmup_cycles: int = 0  # >= 0: the first cycles of every episode are warm-up cycles (any mode)
+    warmup_factor: float = 1.0  # >= 1: a warm-up cycle takes ceil(warmup_factor * d) ticks
 
 
 @dataclass

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import dataclasses
+import hashlib
+import json
 import logging
 import math
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -164,6 +169,33 @@ def prepare(cfg: RunConfig, record_actions: bool = False) -> Prepared:
     )
 
 
+def batch_size(cfg: RunConfig) -> int:
+    """Environments per rollout call: ``micro_batch`` (at most ``num_evals``) rounded up to the device count."""
+    import jax
+
+    n_dev = len(jax.devices())
+    return max(n_dev, math.ceil(min(cfg.micro_batch, cfg.num_evals) / n_dev) * n_dev)
+
+
+def rollout_args(prep: Prepared, b: int, batch: int) -> tuple[Any, ...]:
+    """The arguments of the rollout for micro-batch ``b`` (environments ``b*batch .. (b+1)*batch - 1``)."""
+    import jax.numpy as jnp
+
+    idx = np.arange(b * batch, (b + 1) * batch)
+    return (
+        prep.params, prep.weak_params, prep.level.state, prep.env_params, prep.delay_arrays, prep.execute,
+        jnp.int32(prep.cfg.seed), idx.astype(np.int32),  # numpy: sent to each device's shard, no slicing program
+    )  # fmt: skip
+
+
+def compile_rollout(prep: Prepared) -> Any:
+    """Compile (or load from the persistent cache) the program ``run_rollouts`` runs, without running it."""
+    from rtc_sweep.core.timeline import make_rollout
+
+    fn = make_rollout(prep.spec, prep.cfg.delay.scope == "batch")
+    return fn.lower(*rollout_args(prep, 0, batch_size(prep.cfg))).compile()
+
+
 def run_rollouts(prep: Prepared, progress: bool = True, injected_delays: np.ndarray | None = None) -> Any:
     """All ``num_evals`` environments in micro-batches; returns the per-env results concatenated (numpy)."""
     import jax
@@ -173,8 +205,7 @@ def run_rollouts(prep: Prepared, progress: bool = True, injected_delays: np.ndar
     from rtc_sweep.core.timeline import make_rollout, rollout
 
     cfg = prep.cfg
-    n_dev = len(jax.devices())
-    batch = max(n_dev, math.ceil(min(cfg.micro_batch, cfg.num_evals) / n_dev) * n_dev)
+    batch = batch_size(cfg)
     n_batches = math.ceil(cfg.num_evals / batch)
     scope_batch = cfg.delay.scope == "batch"
     if injected_delays is None:
@@ -185,14 +216,11 @@ def run_rollouts(prep: Prepared, progress: bool = True, injected_delays: np.ndar
     parts = []
     bar = tqdm(total=cfg.num_evals, desc="evaluating", unit="env", disable=not progress, leave=False)
     for b in range(n_batches):
-        idx = np.arange(b * batch, (b + 1) * batch)
-        args = (
-            prep.params, prep.weak_params, prep.level.state, prep.env_params, prep.delay_arrays, prep.execute,
-            jnp.int32(cfg.seed), jnp.asarray(idx, jnp.int32),
-        )  # fmt: skip
+        args = rollout_args(prep, b, batch)
         if injected_delays is None:
             out = fn(*args)
         else:
+            idx = np.arange(b * batch, (b + 1) * batch)
             out = jitted(*args, inj=jnp.asarray(table[np.minimum(idx, cfg.num_evals - 1)]))
         keep = int(min(batch, cfg.num_evals - b * batch))
         parts.append(jax.tree.map(lambda x, keep=keep: np.asarray(x)[:keep], out))  # drop the padding envs
@@ -239,6 +267,10 @@ def evaluate(cfg: RunConfig, progress: bool = True) -> dict[str, Any]:
 
     t0 = time.perf_counter()
     prep = prepare(cfg)
+    latency: LatencyMeasurement | None = None
+    if cfg.delay.mode == "measured":  # time the job's own sampler, then replay it (prepare left a placeholder)
+        latency = measured_latency(prep, _LATENCY_DIR.get())
+        prep.delay_arrays = cfg.delay.arrays(cfg.max_timesteps, measured_ms=latency.ms)
     log.info("level %s loaded; compiling and running %d environments", prep.level.name, cfg.num_evals)
     per_env = run_rollouts(prep, progress=progress)
     wall = time.perf_counter() - t0
@@ -252,6 +284,7 @@ def evaluate(cfg: RunConfig, progress: bool = True) -> dict[str, Any]:
         "execute_horizon": execute_horizon,
         "num_evals": cfg.num_evals,
         **metrics(per_env),
+        "p_abandoned": float(per_env.n_abandoned.sum() / max(int(per_env.n_cycles.sum()), 1)),
         "nfe_per_chunk": nfe_per_chunk(cfg.method, cfg.num_flow_steps, prep.weak_params is not None),
         "delay_scope": cfg.delay.scope,
         "delay_mode": cfg.delay.mode,
@@ -263,6 +296,8 @@ def evaluate(cfg: RunConfig, progress: bool = True) -> dict[str, Any]:
         "wall_s": round(wall, 2),
         "env_steps_per_s": round(cfg.num_evals * cfg.max_timesteps / wall, 1),
     }
+    if latency is not None:
+        row.update(latency.columns())
     return row
 
 
@@ -289,3 +324,148 @@ def render_video(cfg: RunConfig, path: str | Path, fps: int = 15) -> Path:
     imageio.mimwrite(tmp, list(frames), fps=fps, macro_block_size=1)
     tmp.replace(path)
     return path
+
+
+# --- delay_profile=measured: the job's own sampler, timed on its device --------------------------------------------
+
+# The warm-up calls before the timed ones (the first compiles); latency_ms_warmup reports the first of them.
+WARMUP_CALLS = 3
+_LATENCY_DIR: contextvars.ContextVar[Path | None] = contextvars.ContextVar("latency_dir", default=None)
+
+
+@contextlib.contextmanager
+def latency_folder(job_dir: str | Path | None) -> Iterator[None]:
+    """Within it, a measured ``evaluate`` keeps its timings in ``job_dir/latency_ms.csv`` (and reuses them)."""
+    token = _LATENCY_DIR.set(None if job_dir is None else Path(job_dir))
+    try:
+        yield
+    finally:
+        _LATENCY_DIR.reset(token)
+
+
+@dataclasses.dataclass(frozen=True)
+class LatencyMeasurement:
+    """The timed sampler calls of a measured job: ``ms`` [calls] (float64) after a warm-up reported apart."""
+
+    ms: np.ndarray
+    warmup_ms: float
+    fingerprint: str
+    reused: bool = False
+
+    def columns(self) -> dict[str, float]:
+        from rtc_sweep.report.results import LATENCY_COLUMNS
+
+        values = (np.percentile(self.ms, 50), np.percentile(self.ms, 99), self.warmup_ms)
+        return {c: round(float(v), 4) for c, v in zip(LATENCY_COLUMNS, values, strict=True)}
+
+
+def latency_fingerprint(cfg: RunConfig) -> str:
+    """What the timings depend on: the sampler (method, model, flow steps, checkpoint), level, batch, calls, device."""
+    import jax
+
+    device = jax.devices()[0]
+    what = {
+        "method": dataclasses.asdict(cfg.method),
+        "model": dataclasses.asdict(cfg.model),
+        "num_flow_steps": cfg.num_flow_steps,
+        "checkpoint": cfg.checkpoint,
+        "level": cfg.level,
+        "batch": cfg.delay.batch,
+        "calls": cfg.delay.calls,
+        "device": f"{device.platform}:{device.device_kind}",
+    }
+    return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def measure_latency(prep: Prepared) -> LatencyMeasurement:
+    """Time ``delay_profile.calls`` calls of the job's sampler at batch ``delay_profile.batch`` (ms, wall clock).
+
+    The calls see the level's initial observation, the initial chunk as ``prev`` and the job's execute horizon; every
+    call gets fresh flow noise, generated (and finished) before its clock starts. ``WARMUP_CALLS`` calls go first.
+    """
+    import jax
+    import jax.numpy as jnp
+
+    from rtc_sweep.core.samplers import noise_shape, sample_chunk
+
+    cfg, spec = prep.cfg, prep.spec
+    B, H, A = cfg.delay.batch, spec.model.action_chunk_size, spec.action_dim
+    obs, _ = jax.vmap(lambda _: spec.env.reset(prep.level.state))(jnp.arange(B))
+    prev = jnp.zeros((B, H, A))
+    s = min(cfg.execute.execute_horizon if cfg.execute.mode != "adaptive" else cfg.execute.s_min, H)
+    d, horizon, plan = (jnp.full((B,), v, jnp.int32) for v in (min(1, H - s), H - s, H))
+
+    @jax.jit
+    def sample(params: Any, weak: Any, obs: jax.Array, noise: jax.Array) -> jax.Array:
+        return sample_chunk(
+            spec.method, params, spec.model, obs, noise, prev, d, horizon, spec.num_flow_steps, weak, plan_length=plan
+        )
+
+    shape = noise_shape(spec.method, B, H, A)
+    keys = jax.random.split(jax.random.key(cfg.seed), WARMUP_CALLS + cfg.delay.calls)
+    times = []
+    for key in keys:
+        noise = jax.block_until_ready(jax.random.normal(key, shape))
+        start = time.perf_counter()
+        jax.block_until_ready(sample(prep.params, prep.weak_params, obs, noise))
+        times.append((time.perf_counter() - start) * 1000.0)
+    ms = np.asarray(times[WARMUP_CALLS:], dtype=np.float64)
+    return LatencyMeasurement(ms=ms, warmup_ms=float(times[0]), fingerprint=latency_fingerprint(cfg))
+
+
+def write_latency_file(path: str | Path, latency: LatencyMeasurement, cfg: RunConfig) -> None:
+    """``latency_ms.csv``: ``#`` comment lines (fingerprint, warm-up), a header, one latency (ms) per line; atomic.
+
+    A trace profile reads it as it is (comments and the header are skipped), every value in full precision.
+    """
+    from rtc_sweep.io import atomic_write_text
+
+    lines = [
+        "# rtc_sweep delay_profile=measured: the job's sampler timed on its device, ms per call after the warm-up.",
+        f"# method={cfg.method.name} num_flow_steps={cfg.num_flow_steps} checkpoint={cfg.checkpoint or 'shipped'} "
+        f"batch={cfg.delay.batch} calls={cfg.delay.calls}",
+        "# Replay: delay_profile=trace_example delay_profile.trace_path=<this file> delay_profile.control_hz=<rate>",
+        f"# fingerprint: {latency.fingerprint}",
+        f"# warmup_ms: {latency.warmup_ms!r}",
+        "latency_ms",
+        *(repr(float(v)) for v in latency.ms),
+    ]
+    atomic_write_text(path, "\n".join(lines) + "\n")
+
+
+def read_latency_file(path: str | Path) -> LatencyMeasurement | None:
+    """A ``latency_ms.csv`` as written by ``write_latency_file``, or None when missing or unreadable."""
+    from rtc_sweep.core.delays import read_trace
+
+    try:
+        text = Path(path).read_text()
+        meta = dict(
+            line[1:].strip().split(": ", 1) for line in text.splitlines() if line.startswith("# ") and ": " in line
+        )
+        return LatencyMeasurement(
+            ms=read_trace(path), warmup_ms=float(meta["warmup_ms"]), fingerprint=meta["fingerprint"], reused=True
+        )
+    except (OSError, ValueError, KeyError, ConfigError):
+        return None
+
+
+def measured_latency(prep: Prepared, job_dir: Path | None) -> LatencyMeasurement:
+    """The job's timings: ``job_dir/latency_ms.csv`` when it holds this job's (a resumed job), else measured now
+    and written there (when there is a job folder)."""
+    from rtc_sweep.report.results import LATENCY_FILE
+
+    cfg = prep.cfg
+    path = None if job_dir is None else job_dir / LATENCY_FILE
+    if path is not None and (kept := read_latency_file(path)) is not None:
+        if kept.fingerprint == latency_fingerprint(cfg) and kept.ms.size == cfg.delay.calls:
+            log.info("reusing the measured latencies in %s (p50 %.3f ms)", path, np.percentile(kept.ms, 50))
+            return kept
+        log.info("%s was measured for another sampler or device; measuring again", path)
+    log.info("timing the sampler: %d calls at batch %d after %d warm-up calls", cfg.delay.calls, cfg.delay.batch,
+             WARMUP_CALLS)  # fmt: skip
+    latency = measure_latency(prep)
+    if path is not None:
+        write_latency_file(path, latency, cfg)
+    log.info("sampler latency: p50 %.3f ms, p99 %.3f ms, warm-up %.1f ms",
+             *(latency.columns()[c] for c in ("latency_ms_p50", "latency_ms_p99", "latency_ms_warmup")))  # fmt: skip
+    return latency

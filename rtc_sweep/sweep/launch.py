@@ -215,20 +215,137 @@ class GpuPoolLauncher(Launcher):
         return run_on_gpus(tasks, slots, run_one)
 
 
+# ---------------------------------------------------------------------------------------------------------------
+# Warm-up: compile each static spec of a sweep into the persistent cache before its jobs start (rtc_sweep.warmup)
+
+
+@dataclass
+class WarmupLauncherConf:
+    _target_: str = f"{PLUGIN_MODULE}.WarmupLauncher"
+
+
+@dataclass
+class SweepWarmup:
+    """Warm up a sweep's jobs, given as override lists, in this process (or in one SLURM job, pickled there)."""
+
+    hydra_context: HydraContext
+    config: DictConfig
+
+    def __call__(self, job_overrides: Sequence[Sequence[str]], singleton_state: dict[Any, Any] | None = None) -> int:
+        from rtc_sweep.warmup import warm_overrides
+
+        if singleton_state is not None:  # a fresh process: Hydra's config search path and plugins
+            Singleton.set_state(singleton_state)
+            setup_globals()
+            logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
+
+        def load(overrides: list[str]) -> DictConfig:
+            assert self.hydra_context is not None
+            cfg = self.hydra_context.config_loader.load_sweep_config(self.config, overrides)
+            with open_dict(cfg):
+                del cfg["hydra"]  # what run_job hands the task function: the job's config without Hydra's
+            return cfg
+
+        return warm_overrides(load, job_overrides).compiled
+
+
+class WarmupLauncher(Launcher):
+    """``python -m rtc_sweep.warmup ... -m``'s launcher: every job of the sweep warmed up here, none run."""
+
+    def __init__(self) -> None:
+        self.config: DictConfig | None = None
+        self.hydra_context: HydraContext | None = None
+
+    def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
+        self.config = config
+        self.hydra_context = hydra_context
+
+    def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
+        assert self.config is not None and self.hydra_context is not None
+        SweepWarmup(self.hydra_context, self.config)(job_overrides)
+        return [JobReturn(overrides=list(o), status=JobStatus.COMPLETED, _return_value=None) for o in job_overrides]
+
+
+def _slurm_base() -> tuple[type, type]:
+    from hydra_plugins.hydra_submitit_launcher.config import SlurmQueueConf
+    from hydra_plugins.hydra_submitit_launcher.submitit_launcher import SlurmLauncher
+
+    return SlurmQueueConf, SlurmLauncher
+
+
+def _slurm_classes() -> tuple[type, type]:
+    """hydra-submitit's SLURM launcher with ``warmup``: one job runs rtc_sweep.warmup before the array starts."""
+    SlurmQueueConf, SlurmLauncher = _slurm_base()
+
+    @dataclass
+    class RtcSweepSlurmConf(SlurmQueueConf):  # type: ignore[misc,valid-type]
+        _target_: str = f"{PLUGIN_MODULE}.RtcSweepSlurmLauncher"
+        # Compile each static spec of the sweep once, in one job on the same kind of node, before the array
+        # starts; the array's jobs then load every program from the cache (JAX_COMPILATION_CACHE_DIR: shared).
+        warmup: bool = False
+
+    class RtcSweepSlurmLauncher(SlurmLauncher):  # type: ignore[misc,valid-type]
+        def __init__(self, warmup: bool = False, **params: Any) -> None:
+            super().__init__(**params)
+            self.warmup = bool(warmup)
+
+        def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
+            if self.warmup:
+                self._warm(job_overrides)
+            return super().launch(job_overrides, initial_job_idx)  # type: ignore[no-any-return]
+
+        def _warm(self, job_overrides: Sequence[Sequence[str]]) -> None:
+            import submitit
+            from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
+            from omegaconf import OmegaConf
+
+            assert self.config is not None and self.hydra_context is not None
+            params = dict(self.params)
+            folder = str(params.pop("submitit_folder")).replace("%j", "warmup_%j")
+            init = {f"{self._EXECUTOR}_max_num_timeout": params.pop("max_num_timeout", 0)}
+            executor = submitit.AutoExecutor(folder=folder, cluster=self._EXECUTOR, **init)
+            base = set(OmegaConf.structured(BaseQueueConf).keys())
+            params.pop("array_parallelism", None)
+            executor.update_parameters(**{k if k in base else f"{self._EXECUTOR}_{k}": v for k, v in params.items()})
+            warm = SweepWarmup(self.hydra_context, self.config)
+            job = executor.submit(warm, list(job_overrides), Singleton.get_state())
+            log.info(f"warm-up: job {job.job_id} compiles the sweep's static specs before the array starts")
+            try:
+                log.info(f"warm-up: {job.result()} static specs compiled into the cache")
+            except Exception as e:  # the jobs compile what they need themselves
+                log.warning(f"warm-up job failed ({e}); the array starts anyway and its jobs compile on their own")
+
+    return RtcSweepSlurmConf, RtcSweepSlurmLauncher
+
+
 def register_launcher() -> None:
-    """Make ``hydra/launcher=gpu_pool`` available (idempotent; call before Hydra composes the config)."""
+    """Make ``hydra/launcher=gpu_pool``, ``slurm`` (with ``warmup``) and the warm-up's launcher available.
+
+    Idempotent; call before Hydra composes the config.
+    """
     import cloudpickle
     from hydra.core.plugins import Plugins
 
-    ConfigStore.instance().store(
-        group="hydra/launcher", name="gpu_pool", node=GpuPoolLauncherConf, provider="rtc_sweep"
-    )
+    cs = ConfigStore.instance()
+    cs.store(group="hydra/launcher", name="gpu_pool", node=GpuPoolLauncherConf, provider="rtc_sweep")
+    cs.store(group="hydra/launcher", name="rtc_sweep_warmup", node=WarmupLauncherConf, provider="rtc_sweep")
+    try:
+        slurm_conf, slurm_launcher = _slurm_classes()
+    except ImportError:  # hydra-submitit-launcher not installed: no SLURM
+        slurm_conf = slurm_launcher = None
+    if slurm_conf is not None:
+        cs.store(group="hydra/launcher", name="rtc_sweep_slurm", node=slurm_conf, provider="rtc_sweep")
     if PLUGIN_MODULE in sys.modules:
         return
-    module = types.ModuleType(PLUGIN_MODULE, "rtc_sweep's gpu_pool launcher where Hydra looks for launchers")
-    module.GpuPoolLauncher = type("GpuPoolLauncher", (GpuPoolLauncher,), {"__module__": PLUGIN_MODULE})  # type: ignore[attr-defined]
+    module = types.ModuleType(PLUGIN_MODULE, "rtc_sweep's launchers where Hydra looks for launchers")
+    classes = {"GpuPoolLauncher": GpuPoolLauncher, "WarmupLauncher": WarmupLauncher}
+    if slurm_launcher is not None:
+        classes["RtcSweepSlurmLauncher"] = slurm_launcher
+    for name, cls in classes.items():
+        setattr(module, name, type(name, (cls,), {"__module__": PLUGIN_MODULE}))
     sys.modules[PLUGIN_MODULE] = module
-    # Jobs started through submitit (any launcher) unpickle Hydra's plugin registry, which now holds this class, in
-    # a process that cannot import the module above: cloudpickle must carry the class by value.
+    # Jobs started through submitit (any launcher) unpickle Hydra's plugin registry, which now holds these classes,
+    # in a process that cannot import the module above: cloudpickle must carry them by value.
     cloudpickle.register_pickle_by_value(module)
-    Plugins.instance().register(module.GpuPoolLauncher)  # type: ignore[attr-defined]
+    for name in classes:
+        Plugins.instance().register(getattr(module, name))
