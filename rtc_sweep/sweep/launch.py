@@ -237,7 +237,14 @@ class SweepWarmup:
         if singleton_state is not None:  # a fresh process: Hydra's config search path and plugins
             Singleton.set_state(singleton_state)
             setup_globals()
-            logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
+            # submitit's own handlers are already on the root logger, so basicConfig would do nothing: give the
+            # warm-up's log lines a handler of their own, on stdout (the job's *_log.out)
+            ours = logging.getLogger("rtc_sweep")
+            if not ours.handlers:
+                handler = logging.StreamHandler(sys.stdout)
+                handler.setFormatter(logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"))
+                ours.addHandler(handler)
+            ours.setLevel(logging.INFO)
 
         def load(overrides: list[str]) -> DictConfig:
             assert self.hydra_context is not None
