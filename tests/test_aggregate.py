@@ -141,3 +141,15 @@ def test_cli_and_callback_are_rerunnable(tail_sweep: Path, capsys: pytest.Captur
     assert main([str(tail_sweep / "nope")]) == 2
     (tail_sweep / "empty").mkdir()
     assert main([str(tail_sweep / "empty")]) == 1
+
+
+def test_power_line_says_so_when_every_episode_had_the_same_outcome():
+    from rtc_sweep.report.aggregate import Power
+
+    nan = float("nan")
+    line = Power(seeds=1, episodes=16, sigma_paired=nan, sigma_independent=0.0, source="measured",
+                mde_paired=nan, mde_pooled=0.0).line()  # fmt: skip
+    assert "same outcome" in line and "0.000" not in line
+    ok = Power(seeds=1, episodes=256, sigma_paired=nan, sigma_independent=0.3, source="measured",
+              mde_paired=nan, mde_pooled=0.07).line()  # fmt: skip
+    assert "detects a solve-rate difference" in ok

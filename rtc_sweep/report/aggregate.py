@@ -381,6 +381,13 @@ class Power:
 
     def line(self) -> str:
         design = f"With {self.seeds} seed{'s' if self.seeds != 1 else ''} × {self.episodes} episodes per job"
+        if self.sigma_independent == 0 and (math.isnan(self.sigma_paired) or self.sigma_paired == 0):
+            # every episode had the same outcome (all solved or none): the variance the power comes from is 0
+            return (
+                f"{design}, every episode had the same outcome, so the data give no variance to size a test "
+                "with: no detectable difference can be stated (run more episodes, or a level the methods do not all "
+                "solve or all fail)."
+            )
         z = (
             f"the pooled z-test on the counts (arms independent, per-episode sd {_fmt(self.sigma_independent)}) "
             f"detects a solve-rate difference of **{_fmt(self.mde_pooled)}**"

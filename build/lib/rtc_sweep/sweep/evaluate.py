@@ -1,0 +1,471 @@
+"""One evaluation job: a RunConfig in, one results row out (the importable entry the Hydra app calls)."""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import dataclasses
+import hashlib
+import json
+import logging
+import math
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rtc_sweep.core.run_config import RunConfig
+from rtc_sweep.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+CHECKPOINTS_DIR = Path(__file__).resolve().parent.parent / "checkpoints"
+
+
+def model_preset_name(model: Any) -> str | None:
+    from rtc_sweep.core.policy import MODEL_PRESETS
+
+    for name, preset in MODEL_PRESETS.items():
+        if dataclasses.replace(model, simulated_delay=None) == preset:
+            return name
+    return None
+
+
+def default_checkpoint(level: str, model: Any) -> Path | None:
+    """The shipped policy for a level and model preset: checkpoints/<level>/<preset>[_tt]/policy.pkl."""
+    preset = model_preset_name(model)
+    if preset is None:
+        return None
+    folder = preset + ("_tt" if model.simulated_delay else "")
+    path = CHECKPOINTS_DIR / level / folder / "policy.pkl"
+    return path if path.is_file() else None
+
+
+def _check_file(key: str, path: str | None) -> None:
+    if path is not None and path != "random" and not Path(path).expanduser().is_file():
+        raise ConfigError(key, f"file {path} does not exist (give a policy .pkl in the benchmark layout, or 'random')")
+
+
+def validate(cfg: RunConfig) -> None:
+    """Every check that needs no compile. Raises ConfigError naming the key."""
+    from rtc_sweep.core.kinetix_env import level_name
+
+    if cfg.num_evals < 1:
+        raise ConfigError("num_evals", f"{cfg.num_evals}; allowed: >= 1")
+    if cfg.num_flow_steps < 1:
+        raise ConfigError("num_flow_steps", f"{cfg.num_flow_steps}; allowed: >= 1")
+    if cfg.micro_batch < 1:
+        raise ConfigError("micro_batch", f"{cfg.micro_batch}; allowed: >= 1")
+    if cfg.max_timesteps < 1:
+        raise ConfigError("max_timesteps", f"{cfg.max_timesteps}; allowed: >= 1")
+    if cfg.action_noise_std < 0:
+        raise ConfigError("action_noise_std", f"{cfg.action_noise_std}; allowed: >= 0")
+    H = cfg.model.action_chunk_size
+    for key in ("action_chunk_size", "channel_dim", "channel_hidden_dim", "token_hidden_dim", "num_layers"):
+        if getattr(cfg.model, key) < 1:
+            raise ConfigError(f"model.{key}", f"{getattr(cfg.model, key)}; allowed: >= 1")
+    cfg.delay.validate()
+    cfg.method.validate()
+    cfg.execute.validate(H)
+    if cfg.method.name == "temporal_ensembling" and cfg.execute.mode == "synchronous":
+        raise ConfigError(
+            "execute_policy.mode",
+            "'synchronous' runs each chunk alone, there is nothing to ensemble; allowed with method "
+            "temporal_ensembling: fixed, adaptive",
+        )
+    if cfg.method.name == "training_time" and not cfg.model.simulated_delay:
+        raise ConfigError(
+            "method.name",
+            "training_time needs a policy trained with simulated delay: set model.simulated_delay (e.g. 5) and a "
+            "checkpoint fine-tuned that way",
+        )
+    name = level_name(cfg.level)
+    from rtc_sweep.core.assets import (
+        resolve_checkpoint,  # rtc-assets:<run>/<step> -> the cached file, fetched and checked
+    )
+
+    _check_file("checkpoint", resolve_checkpoint(cfg.checkpoint, name, cfg.model))
+    if cfg.checkpoint is None and default_checkpoint(name, cfg.model) is None:
+        raise ConfigError(
+            "checkpoint",
+            f"no shipped policy for level {name!r} with this model (shipped: {shipped_checkpoints() or 'none'}); "
+            "give checkpoint=<path to .pkl> or checkpoint=random",
+        )
+    _check_file(
+        "method.weak_checkpoint",
+        resolve_checkpoint(cfg.method.weak_checkpoint, name, cfg.model, "method.weak_checkpoint"),
+    )
+
+
+def shipped_checkpoints() -> list[str]:
+    return sorted(str(p.parent.relative_to(CHECKPOINTS_DIR)) for p in CHECKPOINTS_DIR.glob("*/*/policy.pkl"))
+
+
+def load_params(cfg: RunConfig, path: str | None, obs_dim: int, action_dim: int, salt: int = 0) -> Any:
+    import jax
+
+    from rtc_sweep.core.checkpoint import load_policy
+    from rtc_sweep.core.kinetix_env import level_name
+    from rtc_sweep.core.policy import init_params
+
+    if path == "random":
+        return init_params(jax.random.fold_in(jax.random.key(cfg.seed), 1000 + salt), obs_dim, action_dim, cfg.model)
+    if path is None:
+        path = str(default_checkpoint(level_name(cfg.level), cfg.model))
+    from rtc_sweep.core.assets import fetch, is_asset_ref
+
+    if is_asset_ref(path):
+        path = str(fetch(path, level_name(cfg.level)))
+    return load_policy(path, cfg.model, obs_dim, action_dim)
+
+
+@dataclasses.dataclass
+class Prepared:
+    """Everything a run needs, built once: loaded level, env, parameters, traced config arrays."""
+
+    cfg: RunConfig
+    spec: Any
+    level: Any
+    params: Any
+    weak_params: Any
+    env_params: Any
+    delay_arrays: Any
+    execute: Any
+
+
+def prepare(cfg: RunConfig, record_actions: bool = False) -> Prepared:
+    from rtc_sweep.core import kinetix_env
+    from rtc_sweep.core.timeline import ExecuteArrays, RolloutSpec
+
+    validate(cfg)
+    level = kinetix_env.load_level(cfg.level)
+    env = kinetix_env.make_env(level.static_params, action_noise_std=cfg.action_noise_std)
+    env_params = kinetix_env.env_params(level, cfg.max_timesteps)
+    obs_dim, action_dim = env.obs_dim(level.params), env.action_dim
+    params = load_params(cfg, cfg.checkpoint, obs_dim, action_dim)
+    weak = cfg.method.weak_checkpoint if cfg.method.name == "bid" else None
+    weak_params = load_params(cfg, weak, obs_dim, action_dim, salt=1) if weak else None
+    spec = RolloutSpec(
+        env=env,
+        method=cfg.method,
+        model=cfg.model,
+        num_flow_steps=cfg.num_flow_steps,
+        num_ticks=cfg.max_timesteps,
+        obs_dim=obs_dim,
+        action_dim=action_dim,
+        record_actions=record_actions,
+    )
+    return Prepared(
+        cfg=cfg,
+        spec=spec,
+        level=level,
+        params=params,
+        weak_params=weak_params,
+        env_params=env_params,
+        delay_arrays=cfg.delay.arrays(cfg.max_timesteps),
+        execute=ExecuteArrays.from_config(cfg.execute, te_decay=cfg.method.te_decay),
+    )
+
+
+def batch_size(cfg: RunConfig) -> int:
+    """Environments per rollout call: ``micro_batch`` (at most ``num_evals``) rounded up to the device count."""
+    import jax
+
+    n_dev = len(jax.devices())
+    return max(n_dev, math.ceil(min(cfg.micro_batch, cfg.num_evals) / n_dev) * n_dev)
+
+
+def rollout_args(prep: Prepared, b: int, batch: int) -> tuple[Any, ...]:
+    """The arguments of the rollout for micro-batch ``b`` (environments ``b*batch .. (b+1)*batch - 1``)."""
+    import jax.numpy as jnp
+
+    idx = np.arange(b * batch, (b + 1) * batch)
+    return (
+        prep.params, prep.weak_params, prep.level.state, prep.env_params, prep.delay_arrays, prep.execute,
+        jnp.int32(prep.cfg.seed), idx.astype(np.int32),  # numpy: sent to each device's shard, no slicing program
+    )  # fmt: skip
+
+
+def compile_rollout(prep: Prepared) -> Any:
+    """Compile (or load from the persistent cache) the program ``run_rollouts`` runs, without running it."""
+    from rtc_sweep.core.timeline import make_rollout
+
+    fn = make_rollout(prep.spec, prep.cfg.delay.scope == "batch")
+    return fn.lower(*rollout_args(prep, 0, batch_size(prep.cfg))).compile()
+
+
+def run_rollouts(prep: Prepared, progress: bool = True, injected_delays: np.ndarray | None = None) -> Any:
+    """All ``num_evals`` environments in micro-batches; returns the per-env results concatenated (numpy)."""
+    import jax
+    import jax.numpy as jnp
+    from tqdm.auto import tqdm
+
+    from rtc_sweep.core.timeline import make_rollout, rollout
+
+    cfg = prep.cfg
+    batch = batch_size(cfg)
+    n_batches = math.ceil(cfg.num_evals / batch)
+    scope_batch = cfg.delay.scope == "batch"
+    if injected_delays is None:
+        fn = make_rollout(prep.spec, scope_batch)
+    else:  # tests: injected delay sequences (rows repeated over the envs), unsharded
+        table = np.resize(injected_delays, (cfg.num_evals, injected_delays.shape[1]))
+        jitted = jax.jit(lambda *a, inj: rollout(prep.spec, *a, scope_batch=scope_batch, injected_delays=inj))
+    parts = []
+    bar = tqdm(total=cfg.num_evals, desc="evaluating", unit="env", disable=not progress, leave=False)
+    for b in range(n_batches):
+        args = rollout_args(prep, b, batch)
+        if injected_delays is None:
+            out = fn(*args)
+        else:
+            idx = np.arange(b * batch, (b + 1) * batch)
+            out = jitted(*args, inj=jnp.asarray(table[np.minimum(idx, cfg.num_evals - 1)]))
+        keep = int(min(batch, cfg.num_evals - b * batch))
+        parts.append(jax.tree.map(lambda x, keep=keep: np.asarray(x)[:keep], out))  # drop the padding envs
+        bar.update(keep)
+    bar.close()
+    return jax.tree.map(lambda *xs: np.concatenate(xs, axis=0), *parts)
+
+
+def metrics(per_env: Any) -> dict[str, float]:
+    """timeline.md's metrics from the per-environment results (numpy)."""
+    from rtc_sweep.report.stats import wilson_interval
+
+    delays = per_env.cycle_delay[per_env.cycle_delay >= 0].astype(np.float64)  # every cycle, all envs
+    n_cycles = max(int(per_env.n_cycles.sum()), 1)
+    first = per_env.first
+    solved = np.asarray(first.solved, dtype=bool)
+    ci_low, ci_high = wilson_interval(int(solved.sum()), solved.size)
+    return {
+        "returned_episode_solved": float(np.mean(first.solved)),
+        "returned_episode_solved_ci_low": ci_low,
+        "returned_episode_solved_ci_high": ci_high,
+        "returned_episode_returns": float(np.mean(first.returns)),
+        "returned_episode_lengths": float(np.mean(first.length)),
+        "d_mean": float(delays.mean()),
+        "d_p50": float(np.percentile(delays, 50)),
+        "d_p95": float(np.percentile(delays, 95)),
+        "d_p99": float(np.percentile(delays, 99)),
+        "d_max": float(delays.max()),
+        "p_violate": float(per_env.n_violate.sum() / n_cycles),
+        "p_late": float(per_env.n_late.sum() / n_cycles),
+        "p_underestimate": float(per_env.n_under.sum() / n_cycles),
+        "starved_ticks": float(np.mean(per_env.starved_ticks)),
+        "mean_execute_horizon": float(per_env.sum_execute_horizon.sum() / n_cycles),
+        "mean_cycle_length": float(per_env.sum_cycle_length.sum() / n_cycles),
+        "max_delta_action": float(np.mean(per_env.max_delta)),
+        "max_ddelta_action": float(np.mean(per_env.max_ddelta)),
+    }
+
+
+def evaluate(cfg: RunConfig, progress: bool = True) -> dict[str, Any]:
+    """Run one job and return its results row (identifying columns, metrics, then extras)."""
+    from rtc_sweep.core.kinetix_env import level_name
+    from rtc_sweep.core.samplers import nfe_per_chunk
+
+    t0 = time.perf_counter()
+    prep = prepare(cfg)
+    latency: LatencyMeasurement | None = None
+    if cfg.delay.mode == "measured":  # time the job's own sampler, then replay it (prepare left a placeholder)
+        latency = measured_latency(prep, _LATENCY_DIR.get())
+        prep.delay_arrays = cfg.delay.arrays(cfg.max_timesteps, measured_ms=latency.ms)
+    log.info("level %s loaded; compiling and running %d environments", prep.level.name, cfg.num_evals)
+    per_env = run_rollouts(prep, progress=progress)
+    wall = time.perf_counter() - t0
+    execute_horizon = cfg.execute.execute_horizon if cfg.execute.mode != "adaptive" else cfg.execute.s_min
+    row: dict[str, Any] = {
+        "profile": cfg.delay.name,
+        "method": cfg.method.name,
+        "execute_policy": cfg.execute.mode,
+        "seed": cfg.seed,
+        "level": level_name(cfg.level),
+        "execute_horizon": execute_horizon,
+        "num_evals": cfg.num_evals,
+        **metrics(per_env),
+        "p_abandoned": float(per_env.n_abandoned.sum() / max(int(per_env.n_cycles.sum()), 1)),
+        "nfe_per_chunk": nfe_per_chunk(cfg.method, cfg.num_flow_steps, prep.weak_params is not None),
+        "delay_scope": cfg.delay.scope,
+        "delay_mode": cfg.delay.mode,
+        "estimator": cfg.execute.estimator,
+        "starvation": cfg.execute.starvation,
+        "num_flow_steps": cfg.num_flow_steps,
+        "model": model_preset_name(cfg.model) or "custom",
+        "checkpoint": cfg.checkpoint or "shipped",
+        "wall_s": round(wall, 2),
+        "env_steps_per_s": round(cfg.num_evals * cfg.max_timesteps / wall, 1),
+    }
+    if latency is not None:
+        row.update(latency.columns())
+    return row
+
+
+def render_video(cfg: RunConfig, path: str | Path, fps: int = 15) -> Path:
+    """Write an mp4 of environment 0 of this run: the same delay, flow-noise and action-noise draws as in the
+    evaluation, so it is the trajectory that produced that environment's metrics."""
+    import imageio.v2 as imageio
+    import jax
+    import jax.numpy as jnp
+
+    from rtc_sweep.core.kinetix_env import render_rollout
+    from rtc_sweep.core.timeline import env_keys
+
+    one = dataclasses.replace(cfg, num_evals=1, micro_batch=1)
+    prep = prepare(one, record_actions=True)
+    per_env = run_rollouts(prep, progress=False)
+    _, _, action_keys, _ = env_keys(jnp.int32(cfg.seed), jnp.zeros((1,), jnp.int32), False)
+    tick_keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(action_keys[0], jnp.arange(cfg.max_timesteps))
+    frames = np.asarray(render_rollout(prep.level, prep.env_params, jnp.asarray(per_env.actions[0]), tick_keys,
+                                       cfg.action_noise_std))  # fmt: skip
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.stem + ".partial.mp4")
+    imageio.mimwrite(tmp, list(frames), fps=fps, macro_block_size=1)
+    tmp.replace(path)
+    return path
+
+
+# --- delay_profile=measured: the job's own sampler, timed on its device --------------------------------------------
+
+# The warm-up calls before the timed ones (the first compiles); latency_ms_warmup reports the first of them.
+WARMUP_CALLS = 3
+_LATENCY_DIR: contextvars.ContextVar[Path | None] = contextvars.ContextVar("latency_dir", default=None)
+
+
+@contextlib.contextmanager
+def latency_folder(job_dir: str | Path | None) -> Iterator[None]:
+    """Within it, a measured ``evaluate`` keeps its timings in ``job_dir/latency_ms.csv`` (and reuses them)."""
+    token = _LATENCY_DIR.set(None if job_dir is None else Path(job_dir))
+    try:
+        yield
+    finally:
+        _LATENCY_DIR.reset(token)
+
+
+@dataclasses.dataclass(frozen=True)
+class LatencyMeasurement:
+    """The timed sampler calls of a measured job: ``ms`` [calls] (float64) after a warm-up reported apart."""
+
+    ms: np.ndarray
+    warmup_ms: float
+    fingerprint: str
+    reused: bool = False
+
+    def columns(self) -> dict[str, float]:
+        from rtc_sweep.report.results import LATENCY_COLUMNS
+
+        values = (np.percentile(self.ms, 50), np.percentile(self.ms, 99), self.warmup_ms)
+        return {c: round(float(v), 4) for c, v in zip(LATENCY_COLUMNS, values, strict=True)}
+
+
+def latency_fingerprint(cfg: RunConfig) -> str:
+    """What the timings depend on: the sampler (method, model, flow steps, checkpoint), level, batch, calls, device."""
+    import jax
+
+    device = jax.devices()[0]
+    what = {
+        "method": dataclasses.asdict(cfg.method),
+        "model": dataclasses.asdict(cfg.model),
+        "num_flow_steps": cfg.num_flow_steps,
+        "checkpoint": cfg.checkpoint,
+        "level": cfg.level,
+        "batch": cfg.delay.batch,
+        "calls": cfg.delay.calls,
+        "device": f"{device.platform}:{device.device_kind}",
+    }
+    return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def measure_latency(prep: Prepared) -> LatencyMeasurement:
+    """Time ``delay_profile.calls`` calls of the job's sampler at batch ``delay_profile.batch`` (ms, wall clock).
+
+    The calls see the level's initial observation, the initial chunk as ``prev`` and the job's execute horizon; every
+    call gets fresh flow noise, generated (and finished) before its clock starts. ``WARMUP_CALLS`` calls go first.
+    """
+    import jax
+    import jax.numpy as jnp
+
+    from rtc_sweep.core.samplers import noise_shape, sample_chunk
+
+    cfg, spec = prep.cfg, prep.spec
+    B, H, A = cfg.delay.batch, spec.model.action_chunk_size, spec.action_dim
+    obs, _ = jax.vmap(lambda _: spec.env.reset(prep.level.state))(jnp.arange(B))
+    prev = jnp.zeros((B, H, A))
+    s = min(cfg.execute.execute_horizon if cfg.execute.mode != "adaptive" else cfg.execute.s_min, H)
+    d, horizon, plan = (jnp.full((B,), v, jnp.int32) for v in (min(1, H - s), H - s, H))
+
+    @jax.jit
+    def sample(params: Any, weak: Any, obs: jax.Array, noise: jax.Array) -> jax.Array:
+        return sample_chunk(
+            spec.method, params, spec.model, obs, noise, prev, d, horizon, spec.num_flow_steps, weak, plan_length=plan
+        )
+
+    shape = noise_shape(spec.method, B, H, A)
+    keys = jax.random.split(jax.random.key(cfg.seed), WARMUP_CALLS + cfg.delay.calls)
+    times = []
+    for key in keys:
+        noise = jax.block_until_ready(jax.random.normal(key, shape))
+        start = time.perf_counter()
+        jax.block_until_ready(sample(prep.params, prep.weak_params, obs, noise))
+        times.append((time.perf_counter() - start) * 1000.0)
+    ms = np.asarray(times[WARMUP_CALLS:], dtype=np.float64)
+    return LatencyMeasurement(ms=ms, warmup_ms=float(times[0]), fingerprint=latency_fingerprint(cfg))
+
+
+def write_latency_file(path: str | Path, latency: LatencyMeasurement, cfg: RunConfig) -> None:
+    """``latency_ms.csv``: ``#`` comment lines (fingerprint, warm-up), a header, one latency (ms) per line; atomic.
+
+    A trace profile reads it as it is (comments and the header are skipped), every value in full precision.
+    """
+    from rtc_sweep.io import atomic_write_text
+
+    lines = [
+        "# rtc_sweep delay_profile=measured: the job's sampler timed on its device, ms per call after the warm-up.",
+        f"# method={cfg.method.name} num_flow_steps={cfg.num_flow_steps} checkpoint={cfg.checkpoint or 'shipped'} "
+        f"batch={cfg.delay.batch} calls={cfg.delay.calls}",
+        "# Replay: delay_profile=trace_example delay_profile.trace_path=<this file> delay_profile.control_hz=<rate>",
+        f"# fingerprint: {latency.fingerprint}",
+        f"# warmup_ms: {latency.warmup_ms!r}",
+        "latency_ms",
+        *(repr(float(v)) for v in latency.ms),
+    ]
+    atomic_write_text(path, "\n".join(lines) + "\n")
+
+
+def read_latency_file(path: str | Path) -> LatencyMeasurement | None:
+    """A ``latency_ms.csv`` as written by ``write_latency_file``, or None when missing or unreadable."""
+    from rtc_sweep.core.delays import read_trace
+
+    try:
+        text = Path(path).read_text()
+        meta = dict(
+            line[1:].strip().split(": ", 1) for line in text.splitlines() if line.startswith("# ") and ": " in line
+        )
+        return LatencyMeasurement(
+            ms=read_trace(path), warmup_ms=float(meta["warmup_ms"]), fingerprint=meta["fingerprint"], reused=True
+        )
+    except (OSError, ValueError, KeyError, ConfigError):
+        return None
+
+
+def measured_latency(prep: Prepared, job_dir: Path | None) -> LatencyMeasurement:
+    """The job's timings: ``job_dir/latency_ms.csv`` when it holds this job's (a resumed job), else measured now
+    and written there (when there is a job folder)."""
+    from rtc_sweep.report.results import LATENCY_FILE
+
+    cfg = prep.cfg
+    path = None if job_dir is None else job_dir / LATENCY_FILE
+    if path is not None and (kept := read_latency_file(path)) is not None:
+        if kept.fingerprint == latency_fingerprint(cfg) and kept.ms.size == cfg.delay.calls:
+            log.info("reusing the measured latencies in %s (p50 %.3f ms)", path, np.percentile(kept.ms, 50))
+            return kept
+        log.info("%s was measured for another sampler or device; measuring again", path)
+    log.info("timing the sampler: %d calls at batch %d after %d warm-up calls", cfg.delay.calls, cfg.delay.batch,
+             WARMUP_CALLS)  # fmt: skip
+    latency = measure_latency(prep)
+    if path is not None:
+        write_latency_file(path, latency, cfg)
+    log.info("sampler latency: p50 %.3f ms, p99 %.3f ms, warm-up %.1f ms",
+             *(latency.columns()[c] for c in ("latency_ms_p50", "latency_ms_p99", "latency_ms_warmup")))  # fmt: skip
+    return latency

@@ -1,0 +1,224 @@
+"""Flow-matching behaviour cloning of action chunks: the trainer both training routes share.
+
+Data is one env-major stream of transitions (``obs [N, O]``, ``action [N, A]``, ``done [N]``), each
+environment's (or kept episode's) steps contiguous, as the benchmark rearranges its datasets (§4.2). A
+sample is ``(obs[i], action[i : i + H])`` with every action from the first ``done`` in the window on
+zeroed, exactly the benchmark's masking (which zeroes the episode's last action too). The loss is
+``rtc_sweep.core.policy.flow_loss``: plain BC, or training-time RTC when ``model.simulated_delay`` is set.
+
+Optimiser (§4.3): ``clip_by_global_norm`` then AdamW with a linear warm-up to a constant learning rate,
+weight decay on every parameter.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import glob
+import json
+import math
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from tqdm import tqdm
+
+from rtc_sweep.core import kinetix_env as ke
+from rtc_sweep.core.checkpoint import load_policy, save_policy
+from rtc_sweep.core.policy import ModelConfig, Params, flow_loss, init_params
+from rtc_sweep.train.io import load_pickle, save_pickle, write_json
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimConfig:
+    learning_rate: float = 3e-4  # peak (constant after warm-up) AdamW learning rate
+    grad_norm_clip: float = 10.0  # global gradient-norm clip applied before AdamW
+    weight_decay: float = 1e-2  # AdamW decoupled weight decay, on all params (biases included, as the benchmark)
+    warmup_steps: int = 1000  # linear warm-up from 0 to learning_rate, in gradient steps
+    batch_size: int = 512  # samples (obs, H-action chunk) per gradient step
+
+
+def make_optimizer(cfg: OptimConfig) -> optax.GradientTransformation:
+    schedule = optax.warmup_constant_schedule(0.0, cfg.learning_rate, max(cfg.warmup_steps, 1))
+    return optax.chain(
+        optax.clip_by_global_norm(cfg.grad_norm_clip),
+        optax.adamw(schedule, weight_decay=cfg.weight_decay),
+    )
+
+
+class Stream(NamedTuple):
+    """An env-major transition stream on the host or device."""
+
+    obs: jax.Array  # [N, O] float16 or float32
+    action: jax.Array  # [N, A] float32
+    done: jax.Array  # [N] bool
+
+
+def chunk_at(stream: Stream, start: jax.Array, H: int) -> tuple[jax.Array, jax.Array]:
+    """obs [B, O] float32 and masked action chunks [B, H, A] for window starts ``start`` [B].
+
+    Positions at or after the window's first ``done`` are zeroed (the benchmark's masking):
+
+        done:    0 0 1 0 0 0 0 0
+        kept:    1 1 0 0 0 0 0 0
+    """
+    idx = start[:, None] + jnp.arange(H)[None, :]  # [B, H]
+    actions = stream.action[idx]  # [B, H, A]
+    done = stream.done[idx]  # [B, H]
+    kept = jnp.cumsum(done, axis=1) == 0
+    return stream.obs[start].astype(jnp.float32), jnp.where(kept[:, :, None], actions, 0.0)
+
+
+class TrainState(NamedTuple):
+    params: Params
+    opt_state: Any
+    step: jax.Array  # [] int32, gradient steps taken
+
+
+def init_train_state(params: Params, optimizer: optax.GradientTransformation) -> TrainState:
+    return TrainState(params, optimizer.init(params), jnp.int32(0))
+
+
+def train_state_like(
+    obs_dim: int, action_dim: int, model: ModelConfig, optimizer: optax.GradientTransformation
+) -> TrainState:
+    """The structure and shapes of a fresh train state (no arrays made): what ``io.load_pickle`` restores into."""
+    return jax.eval_shape(  # type: ignore[no-any-return]
+        lambda: init_train_state(init_params(jax.random.key(0), obs_dim, action_dim, model), optimizer)
+    )
+
+
+def make_fit(
+    model: ModelConfig, optimizer: optax.GradientTransformation, batch_size: int, num_steps: int
+) -> Callable[[TrainState, jax.Array, Stream], tuple[TrainState, dict[str, jax.Array]]]:
+    """Build jitted ``fit(state, key, stream) -> (state, metrics)``: ``num_steps`` gradient steps on random windows.
+
+    ``metrics`` hold per-step ``loss`` and ``grad_norm`` arrays ([num_steps]).
+    """
+    H = model.action_chunk_size
+
+    def loss_fn(params: Params, key: jax.Array, obs: jax.Array, actions: jax.Array) -> jax.Array:
+        return flow_loss(params, model, key, obs, actions)
+
+    @functools.partial(jax.jit, donate_argnums=(0,))
+    def fit(state: TrainState, key: jax.Array, stream: Stream) -> tuple[TrainState, dict[str, jax.Array]]:
+        n = stream.action.shape[0]
+        assert n >= H, f"a stream of {n} transitions holds no {H}-action window"
+
+        def step(state: TrainState, k: jax.Array) -> tuple[TrainState, dict[str, jax.Array]]:
+            k_idx, k_loss = jax.random.split(k)
+            start = jax.random.randint(k_idx, (batch_size,), 0, n - H + 1)
+            obs, actions = chunk_at(stream, start, H)
+            loss, grads = jax.value_and_grad(loss_fn)(state.params, k_loss, obs, actions)
+            updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+            params = optax.apply_updates(state.params, updates)
+            return TrainState(params, opt_state, state.step + 1), {"loss": loss, "grad_norm": optax.tree.norm(grads)}
+
+        return jax.lax.scan(step, state, jax.random.split(key, num_steps))
+
+    return fit
+
+
+# -------------------------------------------------------------------------------------------------------------
+# Route 1: BC on a collected dataset, epoch by epoch (the benchmark's train_flow, one level)
+
+
+@dataclasses.dataclass(frozen=True)
+class FlowBCConfig:
+    data_path: str  # the dataset, <run>/data/<level>.npz (benchmark keys), or a glob of several
+    run_dir: str  # checkpoints go to <run_dir>/<epoch>/policies/worlds_l_<level>.pkl
+    level: str = "grasp_easy"
+    model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
+    optim: OptimConfig = dataclasses.field(default_factory=OptimConfig)
+    num_epochs: int = 32  # passes over the data (an epoch = floor((N - H + 1) / batch) gradient steps)
+    seed: int = 0
+    load_dir: str | None = None  # initialise from <load_dir>/policies/worlds_l_<level>.pkl (fresh optimiser)
+    max_steps_per_epoch: int | None = None  # cap on gradient steps per epoch (quick runs and tests)
+
+
+def policy_file(level: str) -> str:
+    return f"worlds_l_{ke.level_name(level)}.pkl"
+
+
+def load_stream(pattern: str | Path) -> Stream:
+    """Datasets as one env-major stream [N, ...] on the host.
+
+    ``pattern`` is a file or a glob (files concatenated in sorted order). A benchmark dataset is time-major
+    [T, E, ...] and is rearranged env-major; self-imitation data is already a stream.
+    """
+    paths = sorted(glob.glob(str(pattern))) if glob.has_magic(str(pattern)) else [str(pattern)]
+    if not paths:
+        raise FileNotFoundError(f"no dataset matches {pattern}")
+    parts = []
+    for path in paths:
+        with np.load(path) as data:
+            obs, action, done = data["obs"], data["action"], data["done"]
+        if obs.ndim == 3:  # time-major [T, E, ...] -> env-major
+            obs, action, done = (np.swapaxes(x, 0, 1).reshape(-1, *x.shape[2:]) for x in (obs, action, done))
+        parts.append((obs, action.astype(np.float32), done.astype(bool)))
+    return Stream(*(np.concatenate(xs) for xs in zip(*parts, strict=True)))
+
+
+def _completed_epochs(run_dir: Path) -> list[int]:
+    return sorted(int(p.name) for p in run_dir.iterdir() if p.name.isdigit() and (p / "stats.json").is_file())
+
+
+def train_flow(cfg: FlowBCConfig, progress: bool = True) -> list[dict[str, float]]:
+    """Train (or resume) epoch by epoch; returns the per-epoch stats (mean loss, grad norm, wall time)."""
+    run_dir = Path(cfg.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    stream = load_stream(cfg.data_path)
+    n, obs_dim = stream.obs.shape
+    action_dim = stream.action.shape[1]
+    H = cfg.model.action_chunk_size
+    steps = (n - H + 1) // cfg.optim.batch_size
+    if cfg.max_steps_per_epoch is not None:
+        steps = min(steps, cfg.max_steps_per_epoch)
+    if steps < 1:
+        raise ValueError(f"{cfg.data_path}: {n} transitions are fewer than one batch of {cfg.optim.batch_size}")
+
+    optimizer = make_optimizer(cfg.optim)
+    fit = make_fit(cfg.model, optimizer, cfg.optim.batch_size, steps)
+    key = jax.random.key(cfg.seed)
+    done_epochs = _completed_epochs(run_dir)
+    name = policy_file(cfg.level)
+    resume = run_dir / "train_state.pkl"
+    if done_epochs and resume.is_file():
+        state = load_pickle(resume, train_state_like(obs_dim, action_dim, cfg.model, optimizer))
+        start_epoch = done_epochs[-1] + 1
+    else:
+        if cfg.load_dir is not None:
+            params = load_policy(Path(cfg.load_dir) / "policies" / name, cfg.model, obs_dim, action_dim)
+        else:
+            params = init_params(jax.random.fold_in(key, 1), obs_dim, action_dim, cfg.model)
+        state = init_train_state(params, optimizer)
+        start_epoch = 0
+    device_stream = Stream(*(jnp.asarray(x) for x in stream))
+    history = [json.loads((run_dir / str(e) / "stats.json").read_text()) for e in done_epochs if e < start_epoch]
+    bar = tqdm(range(start_epoch, cfg.num_epochs), desc="flow BC", unit="epoch", disable=not progress)
+    for epoch in bar:
+        t0 = time.time()
+        state, metrics = fit(state, jax.random.fold_in(key, 1000 + epoch), device_stream)
+        loss = np.asarray(metrics["loss"])
+        stats = {
+            "epoch": epoch,
+            "loss": float(loss.mean()),
+            "loss_first": float(loss[: max(1, len(loss) // 10)].mean()),
+            "loss_last": float(loss[-max(1, len(loss) // 10) :].mean()),
+            "grad_norm": float(np.asarray(metrics["grad_norm"]).mean()),
+            "grad_steps": int(state.step),
+            "wall_s": time.time() - t0,
+        }
+        if not math.isfinite(stats["loss"]):
+            raise FloatingPointError(f"flow BC: non-finite loss at epoch {epoch}")
+        save_policy(run_dir / str(epoch) / "policies" / name, state.params)
+        save_pickle(resume, state)
+        write_json(run_dir / str(epoch) / "stats.json", stats)
+        history.append(stats)
+        bar.set_postfix(loss=f"{stats['loss']:.4f}")
+    return history

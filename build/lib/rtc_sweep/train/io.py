@@ -1,0 +1,76 @@
+"""Small file helpers shared by the trainers: every write is atomic, so a killed run never leaves half a file."""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from rtc_sweep.core import safe_pickle
+
+
+def write_json(path: Path, obj: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(obj, indent=2))
+    os.replace(tmp, path)
+
+
+def save_npz(path: Path, data: dict[str, Any]) -> None:
+    """Arrays into one .npz (datasets, search state)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp.npz")
+    np.savez(tmp, **data)
+    os.replace(tmp, path)
+
+
+RESUME_FORMAT = "rtc_sweep.resume/1"
+
+
+def save_pickle(path: Path, tree: Any) -> None:
+    """A trainer's resume state (a pytree of arrays: optimiser state, env state, counters), atomically.
+
+    Written in the pure layout every pickle the package reads must have (``rtc_sweep.core.safe_pickle``): a dict
+    ``{"format": RESUME_FORMAT, "leaves": [numpy arrays in jax.tree order]}``, with no classes (the optax and
+    Kinetix state types are not pure data). ``load_pickle`` puts the leaves back into the caller's structure.
+    """
+    leaves = [np.asarray(x) for x in jax.tree.leaves(jax.device_get(tree))]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with tmp.open("wb") as f:
+        pickle.dump({"format": RESUME_FORMAT, "leaves": leaves}, f)
+    os.replace(tmp, path)
+
+
+def load_pickle(path: Path, like: Any) -> Any:
+    """Read what ``save_pickle`` wrote, through the restricted unpickler, into the structure of ``like``.
+
+    ``like`` is a pytree of the same structure as the state that was saved (arrays, ``jax.ShapeDtypeStruct``s
+    from ``jax.eval_shape``, or Python numbers); each leaf must match its shape. Returns jnp leaves.
+    """
+    try:
+        saved = safe_pickle.load_file(path)
+    except safe_pickle.UnsafePickleError as e:
+        raise ValueError(
+            f"{path}: not loaded: {e}. A resume file from before rtc_sweep wrote them as pure data holds such "
+            "classes; delete it to restart that stage from its beginning"
+        ) from e
+    if not (isinstance(saved, dict) and saved.get("format") == RESUME_FORMAT and isinstance(saved.get("leaves"), list)):
+        raise ValueError(f"{path}: not a resume file of this rtc_sweep (format {RESUME_FORMAT!r})")
+    leaves, treedef = jax.tree.flatten(like)
+    found = saved["leaves"]
+    if len(found) != len(leaves):
+        raise ValueError(f"{path}: holds {len(found)} arrays, this run's state has {len(leaves)}; a different config?")
+    for (where, want), got in zip(jax.tree_util.tree_flatten_with_path(like)[0], found, strict=True):
+        if np.shape(got) != np.shape(want):
+            raise ValueError(
+                f"{path}: {jax.tree_util.keystr(where)} has shape {np.shape(got)}, this run's state "
+                f"{np.shape(want)}; a different config?"
+            )
+    return jax.tree.map(jnp.asarray, jax.tree.unflatten(treedef, found))
