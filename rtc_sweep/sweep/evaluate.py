@@ -395,8 +395,11 @@ def measure_latency(prep: Prepared) -> LatencyMeasurement:
     s = min(cfg.execute.execute_horizon if cfg.execute.mode != "adaptive" else cfg.execute.s_min, H)
     d, horizon, plan = (jnp.full((B,), v, jnp.int32) for v in (min(1, H - s), H - s, H))
 
+    # prev, d, horizon and plan are arguments, not constants of the program: one compile (and one cache entry)
+    # serves every execute horizon
     @jax.jit
-    def sample(params: Any, weak: Any, obs: jax.Array, noise: jax.Array) -> jax.Array:
+    def sample(params: Any, weak: Any, obs: jax.Array, noise: jax.Array, prev: jax.Array, d: jax.Array,
+               horizon: jax.Array, plan: jax.Array) -> jax.Array:  # fmt: skip
         return sample_chunk(
             spec.method, params, spec.model, obs, noise, prev, d, horizon, spec.num_flow_steps, weak, plan_length=plan
         )
@@ -407,7 +410,7 @@ def measure_latency(prep: Prepared) -> LatencyMeasurement:
     for key in keys:
         noise = jax.block_until_ready(jax.random.normal(key, shape))
         start = time.perf_counter()
-        jax.block_until_ready(sample(prep.params, prep.weak_params, obs, noise))
+        jax.block_until_ready(sample(prep.params, prep.weak_params, obs, noise, prev, d, horizon, plan))
         times.append((time.perf_counter() - start) * 1000.0)
     ms = np.asarray(times[WARMUP_CALLS:], dtype=np.float64)
     return LatencyMeasurement(ms=ms, warmup_ms=float(times[0]), fingerprint=latency_fingerprint(cfg))
