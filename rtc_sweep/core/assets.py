@@ -163,13 +163,18 @@ def _download(url: str, target: Path, key: str, progress: bool | None) -> None:
             raise ConfigError(key, f"{url}: {what}; not cached{more}")
 
 
+def cached_file(ref: str, level: str, key: str = "checkpoint") -> Path:
+    """Where ``fetch`` keeps ``rtc-assets:<run>/<step>`` for ``level`` (no request, no check: after ``fetch``)."""
+    return cache_path(asset_url(ref, level, key))
+
+
 def fetch(ref: str, level: str, key: str = "checkpoint", progress: bool | None = None) -> Path:
     """The cached policy file for ``rtc-assets:<run>/<step>`` and ``level``, downloaded first if not cached yet.
 
     ``progress``: show the download's progress bar (None: only when stderr is a terminal).
     """
     url = asset_url(ref, level, key)
-    target = cache_path(url)
+    target = cached_file(ref, level, key)
     if target.is_file():
         problem = _problem(target)
         if problem is not None:

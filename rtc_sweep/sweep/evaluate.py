@@ -114,10 +114,10 @@ def load_params(cfg: RunConfig, path: str | None, obs_dim: int, action_dim: int,
         return init_params(jax.random.fold_in(jax.random.key(cfg.seed), 1000 + salt), obs_dim, action_dim, cfg.model)
     if path is None:
         path = str(default_checkpoint(level_name(cfg.level), cfg.model))
-    from rtc_sweep.core.assets import fetch, is_asset_ref
+    from rtc_sweep.core.assets import cached_file, is_asset_ref
 
-    if is_asset_ref(path):
-        path = str(fetch(path, level_name(cfg.level)))
+    if is_asset_ref(path):  # validate (run by prepare first) has fetched and checked it: read it from the cache
+        path = str(cached_file(path, level_name(cfg.level)))
     return load_policy(path, cfg.model, obs_dim, action_dim)
 
 
