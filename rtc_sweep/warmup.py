@@ -61,10 +61,10 @@ class Warmup:
         compile_rollout(prep)
         self.compiled += 1
         self.seconds += time.perf_counter() - start
+        width = getattr(run.model, "channel_dim", type(run.model).__name__)  # a user network has its own keys
         log.info(
             "warm-up: compiled static spec %d (method=%s model=%s max_timesteps=%d batch=%d) in %.1f s",
-            len(self.seen), run.method.name, run.model.channel_dim, run.max_timesteps, key[2],
-            time.perf_counter() - start,
+            len(self.seen), run.method.name, width, run.max_timesteps, key[2], time.perf_counter() - start,
         )  # fmt: skip
         return True
 

@@ -180,6 +180,21 @@ def test_help_lists_groups_and_examples(tmp_path: Path) -> None:
         assert text in out.stdout, text
 
 
+def test_help_and_cfg_show_only_the_chosen_options_keys(tmp_path: Path) -> None:
+    for flag in ("--cfg=job", "--help"):
+        out = rtc_sweep(flag, "delay_profile=long_tail", "method=naive", cwd=tmp_path, timeout=120)
+        assert out.returncode == 0, out.stderr
+        delay = out.stdout.split("delay_profile:\n", 1)[1].split("\nmethod:", 1)[0]  # the delay_profile node
+        assert "base_delays:" in delay and "p_spike: 0.05" in delay, delay
+        for key in ("sigma", "median_ms", "scale_ms", "alpha", "trace_path", "trace_ms", "calls", "dt_ms"):
+            assert f"{key}:" not in delay, (flag, key)
+        assert "n_samples" not in out.stdout and "max_guidance_weight" not in out.stdout, flag
+    # A key of another option fails at composition, naming it, before anything runs.
+    out = rtc_sweep("method=naive", "method.n_samples=4", f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
+    assert out.returncode != 0 and "method.n_samples" in out.stderr, out.stderr
+    assert not (tmp_path / "run").exists()
+
+
 def test_bad_value_exits_early_naming_the_key(tmp_path: Path) -> None:
     start = time.perf_counter()
     out = rtc_sweep("num_evals=0", "checkpoint=random", f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path, timeout=300)

@@ -112,30 +112,67 @@ def test_models_match_the_presets() -> None:
         assert to_job_config(compose_config([f"model={name}"])).run.model == expected, name
 
 
-def test_schemas_mirror_the_runtime_dataclasses() -> None:
+def test_each_option_schema_is_its_kinds_fields_of_the_runtime_dataclass() -> None:
+    # One definition: a kind's schema is the runtime dataclass's fields that kind reads, in order, with its defaults.
     from rtc_sweep.core.delays import DelayProfile
+    from rtc_sweep.core.options import EXECUTE_MODES, METHODS, MODES, OPTION_GROUPS, config_keys
     from rtc_sweep.core.policy import ModelConfig
     from rtc_sweep.core.run_config import ExecutePolicy
     from rtc_sweep.core.samplers import MethodConfig
 
-    pairs = [
-        (config_module.DelayProfileSchema, DelayProfile),
-        (config_module.MethodSchema, MethodConfig),
-        (config_module.ExecutePolicySchema, ExecutePolicy),
-        (config_module.ModelSchema, ModelConfig),
+    runtime = {"delay_profile": DelayProfile, "method": MethodConfig, "execute_policy": ExecutePolicy}
+    kinds = {"delay_profile": MODES, "method": METHODS, "execute_policy": EXECUTE_MODES}
+    for group in OPTION_GROUPS:
+        keys = [f.name for f in config_keys(runtime[group.key])]
+        assert keys == [f.name for f in dataclasses.fields(group.fields)], group.key  # the runtime class adds no key
+        assert tuple(config_module.OPTION_SCHEMAS[group.key]) == tuple(group.keys) == kinds[group.key]
+        read: set[str] = set()
+        for kind, schema in config_module.OPTION_SCHEMAS[group.key].items():
+            fields = dataclasses.fields(schema)
+            assert [f.name for f in fields] == [k for k in keys if k in group.keys[kind]], (group.key, kind)
+            defaults = runtime[group.key]()
+            for f in fields:
+                default = f.default_factory() if f.default is dataclasses.MISSING else f.default  # type: ignore[misc]
+                expected = kind if f.name == group.selector else getattr(defaults, f.name)
+                assert default == (list(expected) if isinstance(expected, tuple) else expected), (kind, f.name)
+            read |= set(group.keys[kind])
+        assert read == set(keys), f"{group.key}: fields no kind reads: {set(keys) - read}"
+    assert [f.name for f in dataclasses.fields(config_module.ModelSchema)] == [
+        f.name for f in dataclasses.fields(ModelConfig)
     ]
-    for schema, runtime in pairs:
-        assert [f.name for f in dataclasses.fields(schema)] == [f.name for f in dataclasses.fields(runtime)], schema
+
+
+def test_every_option_yaml_extends_its_kinds_schema() -> None:
+    from rtc_sweep.core.options import OPTION_GROUPS
+
+    for group in OPTION_GROUPS:
+        for option in options(group.key):
+            doc = OmegaConf.load(CONF / group.key / f"{option}.yaml")
+            kind = compose_config([f"{group.key}={option}"])[group.key][group.selector]
+            assert list(doc.defaults) == [f"/{group.schema_name(kind)}@_here_", "_self_"], (group.key, option)
+            assert group.selector not in doc, f"{group.key}/{option}.yaml: its schema sets {group.selector}"
 
 
 def test_every_schema_field_has_a_comment() -> None:
-    source = Path(config_module.__file__).read_text()
-    lines = source.splitlines()
-    for node in ast.walk(ast.parse(source)):
-        if isinstance(node, ast.ClassDef) and node.name.endswith("Schema"):
-            for stmt in node.body:
-                if isinstance(stmt, ast.AnnAssign):
-                    assert "#" in lines[stmt.end_lineno - 1], f"{node.name}.{ast.unparse(stmt.target)} has no comment"
+    from rtc_sweep.core import options as options_module
+    from rtc_sweep.core import run_config
+
+    for module, classes in (
+        (config_module, lambda name: name.endswith("Schema")),
+        (options_module, lambda name: name in ("DelayFields", "MethodConfig", "ExecutePolicy", "OptionGroup")),
+        (run_config, lambda name: name == "RunConfig"),
+    ):
+        source = Path(module.__file__ or "").read_text()
+        lines = source.splitlines()
+        checked = 0
+        for node in ast.walk(ast.parse(source)):
+            if isinstance(node, ast.ClassDef) and classes(node.name):
+                for stmt in node.body:
+                    if isinstance(stmt, ast.AnnAssign):
+                        checked += 1
+                        where = f"{node.name}.{ast.unparse(stmt.target)}"
+                        assert "#" in lines[stmt.end_lineno - 1], f"{where} has no comment"
+        assert checked, module
 
 
 def test_tail_v1_is_exp_delta_matrix() -> None:
@@ -243,8 +280,10 @@ BAD = [
     (["level.name=/nonexistent/level.json"], "level"),
     (["delay_profile.p_spike=1.5"], "delay_profile.p_spike"),
     (["delay_profile.tail_cap=-1"], "delay_profile.tail_cap"),
-    (["delay_profile.dt_ms=0"], "delay_profile.dt_ms"),
-    (["delay_profile.sigma=-1"], "delay_profile.sigma"),
+    (["delay_profile.dt_ms=0"], "delay_profile.dt_ms"),  # not a key of mode mixture
+    (["delay_profile.sigma=-1"], "delay_profile.sigma"),  # not a key of long_tail's mode (mixture)
+    (["delay_profile=lognormal", "delay_profile.sigma=-1"], "delay_profile.sigma"),
+    (["delay_profile=lognormal", "delay_profile.dt_ms=0"], "delay_profile.dt_ms"),
     (["delay_profile.mode=gaussian"], "delay_profile.mode"),
     (["delay_profile.scope=world"], "delay_profile.scope"),
     (["delay_profile=trace_example", "delay_profile.trace_path=null", "delay_profile.trace_ms=[]"],
@@ -290,6 +329,97 @@ def test_bad_value_fails_naming_the_key_before_any_compile(
     assert key in str(info.value)
     assert not (tmp_path / "job" / "results.csv").exists()
     assert time.perf_counter() - start < 20
+
+
+# A key that the chosen option does not read: not in its schema, so an error at composition that names it.
+OTHER_OPTIONS_KEYS = [
+    (["method=naive", "method.n_samples=4"], "method.n_samples"),
+    (["method=realtime", "method.te_decay=0.1"], "method.te_decay"),
+    (["method=hard_masking", "method.prefix_attention_schedule=linear"], "method.prefix_attention_schedule"),
+    (["delay_profile=long_tail", "delay_profile.sigma=0.3"], "delay_profile.sigma"),
+    (["delay_profile=fixed", "delay_profile.base_delays=[1]"], "delay_profile.base_delays"),
+    (["delay_profile=trace_example", "delay_profile.p_spike=0.1"], "delay_profile.p_spike"),
+    (["delay_profile=long_tail", "delay_profile.calls=10"], "delay_profile.calls"),
+    (["execute_policy=adaptive", "execute_policy.execute_horizon=2"], "execute_policy.execute_horizon"),
+    (["execute_policy=fixed", "execute_policy.s_min=2"], "execute_policy.s_min"),
+    (["execute_policy=synchronous", "execute_policy.estimator=max_recent"], "execute_policy.estimator"),
+]
+
+
+@pytest.mark.parametrize(("overrides", "key"), OTHER_OPTIONS_KEYS, ids=[" ".join(o) for o, _ in OTHER_OPTIONS_KEYS])
+def test_a_key_of_another_option_is_an_error_naming_it(overrides: list[str], key: str) -> None:
+    with pytest.raises((HydraException, OmegaConfBaseException)) as info:
+        compose_config([RANDOM, *overrides])
+    assert key in f"{info.value} {info.value.__cause__}"
+    named = config_module.unknown_key(info.value)  # what a sweep's precheck reports: the key, the option's keys
+    assert named is not None and named.key == key
+    assert "allowed keys: " in named.message and key.split(".")[-1] not in named.message, named.message
+
+
+def test_conversion_checks_each_groups_keys_against_its_kind() -> None:
+    # What composition cannot check: a changed selector, an option without a schema (a user's YAML), a loaded config.
+    with pytest.raises(ConfigError) as info:
+        to_job_config(compose_config(["delay_profile=long_tail", "delay_profile.mode=lognormal"]))
+    assert info.value.key == "delay_profile.mode" and "mixture" in info.value.message
+    plain = OmegaConf.create(OmegaConf.to_yaml(compose_config(["delay_profile=fixed"])))
+    plain.delay_profile.sigma = 0.3
+    with pytest.raises(ConfigError) as info:
+        to_job_config(plain)
+    assert info.value.key == "delay_profile.sigma" and "fixed_delay" in info.value.message  # the allowed keys
+    plain = OmegaConf.create(OmegaConf.to_yaml(compose_config(["delay_profile=fixed"])))
+    plain.delay_profile.fixed_delay = "soon"
+    with pytest.raises(ConfigError) as info:
+        to_job_config(plain)
+    assert info.value.key == "delay_profile.fixed_delay"
+    # A key an option does not carry keeps the runtime default, as when the schema had every key.
+    from rtc_sweep.core.delays import DelayProfile
+    from rtc_sweep.core.run_config import ExecutePolicy
+
+    run = to_job_config(compose_config(["delay_profile=long_tail", "execute_policy=adaptive"])).run
+    assert (run.delay.sigma, run.delay.calls) == (DelayProfile.sigma, DelayProfile.calls)
+    assert run.execute.execute_horizon == ExecutePolicy.execute_horizon == 4
+
+
+def test_home_and_relative_paths_are_resolved_once_at_the_boundary_and_loaded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+    import shutil
+
+    import jax
+    import numpy as np
+
+    from rtc_sweep.core.checkpoint import load_policy
+    from rtc_sweep.core.delays import ms_to_ticks
+    from rtc_sweep.sweep.evaluate import CHECKPOINTS_DIR, prepare
+
+    monkeypatch.setenv("HOME", str(tmp_path))  # what ~ means: a real file under a temporary home
+    shipped = CHECKPOINTS_DIR / "grasp_easy" / "small" / "policy.pkl"
+    (tmp_path / "policies").mkdir()
+    shutil.copy(shipped, tmp_path / "policies" / "policy.pkl")
+    trace = tmp_path / "lat.csv"
+    trace.write_text("latency_ms\n40\n110.5\n20\n")
+    # Quoted, as in a YAML preset (bash itself expands an unquoted checkpoint=~/...; Hydra's grammar refuses it).
+    overrides = ["checkpoint='~/policies/policy.pkl'", "delay_profile=trace_example",
+                 "delay_profile.trace_path='~/lat.csv'", "method=bid", "method.bid_k=2",
+                 f"method.weak_checkpoint={os.path.relpath(shipped)}"]  # fmt: skip
+    job = to_job_config(compose_config(overrides))
+    resolved = config_module.validate(job)
+    run = resolved.run
+    assert run.checkpoint_file == str(tmp_path / "policies" / "policy.pkl")
+    assert run.weak_checkpoint_file == str(shipped.absolute())
+    # The keys stay as typed: results.csv and the config hash are those of the config (resume, aggregation).
+    assert (run.checkpoint, run.delay.trace_path) == ("~/policies/policy.pkl", "~/lat.csv")
+    assert config_hash(run) == config_hash(job.run) and config_columns(run) == config_columns(job.run)
+    trace.unlink()  # read once, at the boundary: nothing after it opens the file
+    prep = prepare(run)
+    expected_ticks = ms_to_ticks([40, 110.5, 20], run.delay.period_ms)
+    np.testing.assert_array_equal(np.asarray(prep.delay_arrays.trace_ticks)[:3], expected_ticks)
+    assert int(prep.delay_arrays.trace_len) == 3
+    reference = load_policy(shipped, run.model)
+    for got, want in zip(jax.tree.leaves(prep.params), jax.tree.leaves(reference), strict=True):
+        np.testing.assert_array_equal(got, want)
+    assert prep.weak_params is not None
 
 
 def test_missing_checkpoint_file_fails_naming_it(tmp_path: Path) -> None:

@@ -372,6 +372,53 @@ def test_a_directory_is_an_unreadable_trace(tmp_path):
         delays.DelayProfile(mode="trace", trace_path=str(tmp_path)).validate()
 
 
+def test_a_trace_file_is_read_once_by_resolved_and_home_expands(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    path = tmp_path / "lat.csv"
+    path.write_text("latency_ms\n45.5\n100.0\n")
+    profile = delays.DelayProfile(mode="trace", trace_path="~/lat.csv")
+    loaded = profile.resolved()
+    path.unlink()  # nothing after resolved() opens the file
+    assert loaded == profile and hash(loaded) == hash(profile)  # the file's values are no config key
+    loaded.validate()
+    np.testing.assert_array_equal(loaded.trace_ticks(), [2, 3])
+    inline = delays.DelayProfile(mode="trace", trace_ms=(45.5, 100.0))
+    for a, b in zip(loaded.arrays(MAX_DELAY), inline.arrays(MAX_DELAY), strict=True):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_allclose(delays.law(loaded, MAX_DELAY), delays.law(inline, MAX_DELAY))
+    with pytest.raises(ConfigError, match=r"^delay_profile\.trace_path: cannot read"):
+        profile.validate()  # the profile without the values: the file is gone
+    with pytest.raises(ConfigError, match=r"^delay_profile\.trace_path: cannot read"):
+        profile.resolved()
+    assert inline.resolved() is inline and delays.PRESETS["long_tail"].resolved() is delays.PRESETS["long_tail"]
+
+
+def test_a_profile_is_checked_once_and_a_replaced_copy_anew():
+    profile = delays.DelayProfile(mode="fixed", fixed_delay=2)
+    profile.validate()
+    profile.arrays(MAX_DELAY)  # validates again: at once
+    bad = dataclasses.replace(profile, fixed_delay=-1)
+    with pytest.raises(ConfigError, match=r"delay_profile\.fixed_delay"):
+        bad.arrays(MAX_DELAY)
+
+
+def test_presets_are_the_yaml_options(tmp_path):
+    # One definition: PRESETS is read from rtc_sweep/conf/delay_profile/ (sweep/test_config checks Hydra composes
+    # the same); an option's mode is that of the schema it extends.
+    files = sorted(delays.PRESETS_DIR.glob("*.yaml"))
+    assert [p.stem for p in files] == list(delays.PRESETS)
+    assert delays.PRESETS["long_tail"] == delays.DelayProfile(
+        name="long_tail", mode="mixture", base_delays=(0, 1), base_probs=(0.9, 0.1), p_spike=0.05, d_spike=4
+    )
+    assert delays.PRESETS["tail_controlled"] == dataclasses.replace(
+        delays.PRESETS["long_tail"], name="tail_controlled", tail_cap=2
+    )
+    assert delays.PRESETS["pi0_4g"] == delays.DelayProfile(name="pi0_4g", mode="trace", trace_ms=(73.0,), control_hz=50)
+    own = tmp_path / "mine.yaml"  # a user's option without a schema names its mode
+    own.write_text("name: mine\nmode: fixed\nfixed_delay: 3\n")
+    assert delays.read_preset(own) == delays.DelayProfile(name="mine", mode="fixed", fixed_delay=3)
+
+
 def test_presets_are_valid_named_and_hashable():
     assert set(delays.PRESETS) == {
         "fixed",

@@ -12,8 +12,10 @@ from pathlib import Path
 import pytest
 from hydra import initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
+from hydra.errors import HydraException
 from hydra.types import RunMode
 from omegaconf import DictConfig
+from omegaconf.errors import OmegaConfBaseException
 
 from rtc_sweep.sweep.config import command_line, register_configs
 from rtc_sweep.sweep.launch import register_launcher
@@ -95,7 +97,7 @@ def test_tt_vs_rtc_skips_training_time_on_a_plain_model_as_app_run_does(multirun
 
 def test_fast_composition_equals_hydras(multirun: Compose) -> None:
     cfg = multirun(
-        ["+experiment=tt_vs_rtc", "seed=0,1", "delay_profile.tail_cap=null,2", "method.bid_k=3"]
+        ["+experiment=tt_vs_rtc", "seed=0,1", "delay_profile.tail_cap=null,2", "execute_policy.starvation=hold"]
     )  # fmt: skip
     loader = GlobalHydra.instance().config_loader()
     jobs = sweep_jobs(cfg, loader)
@@ -105,6 +107,31 @@ def test_fast_composition_equals_hydras(multirun: Compose) -> None:
     for overrides in jobs[::7]:
         assert fast(overrides) == compose_job(cfg, overrides, loader), overrides
     assert len(fast.bases) == 6  # model x method
+    # A key none of these methods reads (bid's) fails both ways, at composition.
+    for overrides in jobs[:2]:
+        for composer in (fast, lambda o: compose_job(cfg, o, loader)):
+            with pytest.raises((HydraException, OmegaConfBaseException), match=r"method\.bid_k"):
+                composer([*overrides, "method.bid_k=3"])
+
+
+def test_a_key_of_another_option_is_reported_with_the_options_keys(multirun: Compose) -> None:
+    # The sweep's own config composes (the default method, realtime, reads the key); its naive jobs do not.
+    result = check(multirun([RANDOM, "method=realtime,naive", "method.max_guidance_weight=3", "seed=0,1"]))
+    assert (result.jobs, result.checked) == (4, 2)
+    key = "method.max_guidance_weight"
+    assert [(j.index, j.key) for j in result.invalid] == [(2, key), (3, key)]
+    assert "not a key of method name naive; allowed keys: name" in result.invalid[0].message
+    assert f"job #2 ({RANDOM} method=naive {key}=3 seed=0): {key}: not a key" in result.report()
+
+
+def test_a_hundred_job_sweep_with_one_bad_value_is_reported_in_seconds(multirun: Compose) -> None:
+    start = time.perf_counter()
+    result = check(multirun([RANDOM, "delay_profile=fixed", f"{BAD_KEY}=0,1,2,3,-1", "seed=0-19"]))
+    seconds = time.perf_counter() - start
+    assert result.jobs == 100 and len(result.invalid) == 20
+    assert {j.key for j in result.invalid} == {BAD_KEY}
+    assert "invalid config in 20 of the sweep's 100 jobs" in result.report()
+    assert seconds < 20, seconds  # a few seconds on a laptop; no compile
 
 
 def run_app(args: list[str], cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess[str]:

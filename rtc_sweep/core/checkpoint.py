@@ -12,6 +12,9 @@ downloads it into the user cache (``assets.fetch``), and ``load_policy`` reads t
 
 Files written here hold numpy float32 leaves and load with a plain ``pickle.load`` (numpy 1.x or 2.x) and in
 the benchmark's own ``eval_flow``.
+
+A network of one's own (``model._target_``, ``rtc_sweep.core.network``) is stored the same way: its params are the
+pure dict of its nnx state (``network.params_of``), checked on load against the tree its class builds.
 """
 
 from __future__ import annotations
@@ -24,9 +27,11 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import nnx
 
-from rtc_sweep.core import safe_pickle
-from rtc_sweep.core.policy import ModelConfig, Params, init_params
+from rtc_sweep.core import network, safe_pickle
+from rtc_sweep.core.network import ModelSpec, Params
+from rtc_sweep.core.policy import ModelConfig
 from rtc_sweep.errors import ConfigError
 
 
@@ -116,19 +121,27 @@ def read_policy_tree(path: str | os.PathLike[str]) -> Any:
 
 def load_policy(
     path: str | os.PathLike[str],
-    model: ModelConfig | None = None,
+    model: ModelSpec | None = None,
     obs_dim: int | None = None,
     action_dim: int | None = None,
 ) -> Params:
     """Load a policy file (the benchmark's or ours) as a params tree with float32 jnp leaves.
 
-    With ``model`` given the tree is checked against it, key by key and shape by shape; ``obs_dim`` and
-    ``action_dim`` default to the ones the file implies (an ``rtc-assets:<run>/<step>`` reference is resolved to
-    its cached file first, by ``rtc_sweep.core.assets.fetch``). Every problem raises ``ConfigError("checkpoint",
+    With ``model`` given the tree is checked against it, key by key and shape by shape. For the mixer
+    (``ModelConfig``, or no ``model``) ``obs_dim`` and ``action_dim`` default to the ones the file implies; another
+    network's file is checked only with both given (an ``rtc-assets:<run>/<step>`` reference is resolved to its
+    cached file first, by ``rtc_sweep.core.assets.fetch``). Every problem raises ``ConfigError("checkpoint",
     ...)`` naming the file.
     """
     path = Path(path)
     raw = read_policy_tree(path)
+    if model is not None and not isinstance(model, ModelConfig):
+        if obs_dim is None or action_dim is None:
+            raise ConfigError(
+                "checkpoint", f"{path}: checking it against {model} needs obs_dim and action_dim (the level's)"
+            )
+        _check_tree(path, raw, model, obs_dim, action_dim, holds="")
+        return _as_params(path, raw)
     try:
         file_obs, file_act = infer_dims(raw)
     except (KeyError, TypeError, ValueError, IndexError):
@@ -138,31 +151,43 @@ def load_policy(
     if model is not None:
         obs_dim = file_obs if obs_dim is None else obs_dim
         action_dim = file_act if action_dim is None else action_dim
-        expected = jax.eval_shape(lambda: init_params(jax.random.key(0), obs_dim, action_dim, model))
-        # Missing or extra keys (a different layer count, a different kind of file) explain the most; say them first.
-        problems = sorted(_tree_problems(raw, expected), key=lambda p: "keys" not in p)
-        if problems:
-            more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
-            try:
-                holds = f"; the file holds {infer_model_config(raw)}, obs_dim={file_obs}, action_dim={file_act}"
-            except (KeyError, TypeError, ValueError, IndexError):
-                holds = ""
-            raise ConfigError(
-                "checkpoint",
-                f"{path} does not fit model {model} with obs_dim={obs_dim}, action_dim={action_dim}: "
-                f"{'; '.join(problems[:3])}{more}{holds}",
-            )
+        try:
+            holds = f"; the file holds {infer_model_config(raw)}, obs_dim={file_obs}, action_dim={file_act}"
+        except (KeyError, TypeError, ValueError, IndexError):
+            holds = ""
+        _check_tree(path, raw, model, obs_dim, action_dim, holds)
+    return _as_params(path, raw)
+
+
+def _check_tree(path: Path, raw: Any, model: ModelSpec, obs_dim: int, action_dim: int, holds: str) -> None:
+    """``ConfigError("checkpoint")`` listing how ``raw`` differs from the tree ``model`` builds at these sizes."""
+    expected = jax.eval_shape(lambda: network.init(model, jax.random.key(0), obs_dim, action_dim))
+    # Missing or extra keys (a different layer count, a different kind of file) explain the most; say them first.
+    problems = sorted(_tree_problems(raw, expected), key=lambda p: "keys" not in p)
+    if problems:
+        more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
+        raise ConfigError(
+            "checkpoint",
+            f"{path} does not fit model {model} with obs_dim={obs_dim}, action_dim={action_dim}: "
+            f"{'; '.join(problems[:3])}{more}{holds}",
+        )
+
+
+def _as_params(path: Path, raw: Any) -> Params:
     try:
         return _to_jnp(raw)
     except (TypeError, ValueError) as e:
         raise ConfigError("checkpoint", f"{path}: a leaf is not a float array ({e})") from e
 
 
-def save_policy(path: str | os.PathLike[str], params: Params) -> None:
-    """Write ``params`` in the benchmark's layout (numpy float32 leaves, None where absent), atomically."""
+def save_policy(path: str | os.PathLike[str], params: Params | nnx.Module) -> None:
+    """Write ``params`` in the benchmark's layout (numpy float32 leaves, None where absent), atomically.
+
+    ``params`` may be an nnx module (a ``MixerPolicy``, a network of one's own): its ``network.params_of``.
+    """
     from rtc_sweep.io import atomic_path
 
-    tree = _to_numpy(params)
+    tree = _to_numpy(network.params_of(params) if isinstance(params, nnx.Module) else params)
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
         _PolicyPickler(f).dump(tree)
         f.flush()

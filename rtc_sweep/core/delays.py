@@ -1,7 +1,9 @@
 """Delay profiles: the law of the inference delay ``d_k`` (ticks) and its draw inside the rollout.
 
-A ``DelayProfile`` is the frozen, validated config (``delay_profile.*`` keys, interface.md). The rollout
-turns it into ``DelayArrays`` once, outside jit, and calls ``draw_delay`` inside its scan:
+A ``DelayProfile`` is the frozen, validated config (``delay_profile.*`` keys, interface.md; declared once in
+core/options.py, ``DelayFields``, with the keys each mode reads). Its named presets are the YAML options of
+rtc_sweep/conf/delay_profile/ (``PRESETS``, read from there). The rollout turns it into ``DelayArrays`` once,
+outside jit, and calls ``draw_delay`` inside its scan:
 
     arrays = profile.arrays(max_delay)                   # host side; validates first
     key = stream_key(seed_key, env_index, profile.scope)  # one delay stream per environment (or per batch)
@@ -42,6 +44,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import NamedTuple, TypeGuard
@@ -49,15 +52,22 @@ from typing import NamedTuple, TypeGuard
 import jax
 import jax.numpy as jnp
 import numpy as np
+import yaml
 
+from rtc_sweep.core.options import (
+    DELAY_GROUP,
+    IID_MODES,
+    MODES,
+    RESOLVED,
+    SCOPES,
+    DelayFields,
+    is_checked,
+    mark_checked,
+)
 from rtc_sweep.errors import ConfigError
 
-MODES: tuple[str, ...] = ("fixed", "mixture", "trace", "lognormal", "pareto", "loglogistic", "measured")
-# Modes whose law is iid and known without a measurement: what delay_profile.system may name.
-IID_MODES: tuple[str, ...] = ("fixed", "mixture", "lognormal", "pareto", "loglogistic")
 # A traced "no deadline": larger than any delay a draw can return.
 NO_DEADLINE = np.iinfo(np.int32).max
-SCOPES: tuple[str, ...] = ("env", "batch")
 DATA_DIR = Path(__file__).resolve().parent.parent / "data"
 
 # Traces are padded to this length so that trace and iid profiles share one compiled rollout. 16 k entries
@@ -176,45 +186,39 @@ def _check_max_delay(max_delay: int) -> None:
 
 
 @dataclasses.dataclass(frozen=True)
-class DelayProfile:
-    """The law of the inference delay. Fields a mode does not use are ignored by that mode."""
+class DelayProfile(DelayFields):
+    """The law of the inference delay: the keys of ``DelayFields`` (core/options.py), the fields each mode reads
+    in ``KEYS_BY_MODE``; the others keep their defaults and are not read."""
 
-    name: str = "custom"  # label written to results (a preset's name)
-    mode: str = "mixture"  # fixed | mixture | trace | lognormal | pareto | loglogistic | measured
-    fixed_delay: int = 0  # ticks >= 0, mode fixed
-    base_delays: tuple[int, ...] = (0, 1)  # ticks >= 0, mode mixture: the support of the base law
-    base_probs: tuple[float, ...] = (0.9, 0.1)  # mode mixture: their probabilities, summing to 1
-    p_spike: float = 0.0  # [0, 1], chance a draw is a spike instead of a base draw (not in mode trace)
-    d_spike: int = 4  # ticks >= 0, the delay of a spike
-    tail_cap: int | None = None  # ticks >= 0, hard cap applied to every draw last; None: no cap
-    spike_drop_prob: float = 0.0  # [0, 1], chance a spike is dropped and the base draw kept instead
-    dt_ms: float = 1000 / 30  # ms > 0, controller period (Kinetix large levels: 2 substeps of 1/60 s)
-    trace_ms: tuple[float, ...] | None = None  # mode trace: inline latencies (ms >= 0), or use trace_path
-    trace_path: str | None = None  # mode trace: file of latencies (ms), one per line, optional header
-    median_ms: float = 40.0  # ms > 0, modes lognormal and loglogistic: median latency
-    sigma: float = 0.5  # > 0, mode lognormal: std of log-latency (larger = heavier tail)
-    scale_ms: float = 20.0  # ms > 0, mode pareto: minimum latency x_m
-    # > 0, modes pareto and loglogistic: tail index, P(L > x) ~ x^-alpha (smaller = heavier; mean infinite at <= 1)
-    alpha: float = 2.0
-    scope: str = "env"  # env: one delay stream per environment; batch: one stream shared by all
-    control_hz: float | None = None  # Hz > 0: the controller rate; when set, dt_ms is 1000 / control_hz
-    deadline: int | None = None  # ticks >= 1: a chunk later than this is abandoned, a new inference starts; None: none
-    batch: int = 1  # mode measured: batch size of the timed sampler calls (1: one robot, the deployment case)
-    calls: int = 200  # mode measured: timed calls after the warm-up (1..TRACE_MAX_LEN)
-    latency_scale: float = 1.0  # mode measured: factor on the measured ms (> 0; 4 stands in for a 4x slower device)
-    system: str = "none"  # mode measured: system part added to each draw, none or an iid preset (SYSTEM_PRESETS)
-    warmup_cycles: int = 0  # >= 0: the first cycles of every stream (episode) are warm-up cycles, any mode
-    warmup_factor: float = 1.0  # >= 1: a warm-up cycle takes ceil(warmup_factor * d) ticks (before the cap)
+    # mode trace with trace_path: the file's latencies (ms), read once by ``resolved()`` at the boundary so that
+    # nothing after it opens the file again; None: read when needed
+    trace_file_ms: tuple[float, ...] | None = dataclasses.field(
+        default=None, compare=False, repr=False, metadata=RESOLVED
+    )
 
     def __post_init__(self) -> None:
         # Lists (from YAML or callers) become tuples so a profile stays hashable (jit static args, caches).
-        for field in ("base_delays", "base_probs", "trace_ms"):
+        for field in ("base_delays", "base_probs", "trace_ms", "trace_file_ms"):
             value = getattr(self, field)
             if isinstance(value, list | np.ndarray):
                 object.__setattr__(self, field, tuple(value.tolist() if isinstance(value, np.ndarray) else value))
 
+    def resolved(self) -> DelayProfile:
+        """This profile with its trace file read into it (mode trace with ``trace_path``; otherwise itself).
+
+        Raises ``ConfigError`` naming ``delay_profile.trace_path`` when the file cannot be read.
+        """
+        if self.mode != "trace" or self.trace_path is None or self.trace_file_ms is not None:
+            return self
+        return dataclasses.replace(self, trace_file_ms=tuple(read_trace(self.trace_path).tolist()))
+
     def validate(self) -> None:
-        """Raise ``ConfigError`` naming the first bad ``delay_profile.<field>`` and what is allowed."""
+        """Raise ``ConfigError`` naming the first bad ``delay_profile.<field>`` and what is allowed.
+
+        A profile is checked once: once it has passed, later calls (``arrays``, ``law``) return at once.
+        """
+        if is_checked(self):
+            return
         if not isinstance(self.name, str) or not self.name:
             raise _fail("name", f"{self.name!r} is not a label; allowed: a non-empty string")
         if self.mode not in MODES:
@@ -267,6 +271,7 @@ class DelayProfile:
                 # A recorded trace already holds its slow calls; silently ignoring a spike rate would be worse.
                 raise _fail("p_spike", f"{self.p_spike!r} in mode trace; allowed: 0 (mode trace has no spikes)")
             self.trace_latencies_ms()
+        mark_checked(self)
 
     def _validate_measured(self) -> None:
         """The measured-mode keys: checked always, and rejected off their default outside mode measured."""
@@ -318,7 +323,8 @@ class DelayProfile:
             field = "trace_path" if self.trace_path is not None else "trace_ms"
             raise _fail(field, "mode trace needs exactly one trace; allowed: trace_ms (inline list) or trace_path")
         if self.trace_path is not None:
-            field, values = "trace_path", read_trace(self.trace_path)
+            field = "trace_path"
+            values = read_trace(self.trace_path) if self.trace_file_ms is None else np.asarray(self.trace_file_ms)
         else:
             field = "trace_ms"
             if not all(_is_real(v) for v in self.trace_ms or ()):
@@ -500,64 +506,23 @@ def draw_delay(arrays: DelayArrays, stream_key: jax.Array, cycle: jax.Array | in
     return jnp.minimum(d, arrays.cap).astype(jnp.int32)
 
 
-_LONG_TAIL = DelayProfile(
-    name="long_tail", mode="mixture", base_delays=(0, 1), base_probs=(0.9, 0.1), p_spike=0.05, d_spike=4
-)
+# The named profiles (``delay_profile=<name>``) are the YAML options of rtc_sweep/conf/delay_profile/, each declared
+# there once (its source in its comment) and read here without Hydra: an option extends its mode's schema
+# (``defaults: [/delay_profile_schema_<mode>@_here_]``, sweep/config.py) and sets some of that mode's keys.
+PRESETS_DIR = Path(__file__).resolve().parent.parent / "conf" / DELAY_GROUP.key
+_SCHEMA_ENTRY = re.compile("/" + re.escape(DELAY_GROUP.schema_name("")) + r"(?P<mode>\w+)@_here_")
 
-# Named profiles (``delay_profile=<name>``). long_tail and tail_controlled are exp-delta's. The lognormal
-# and pareto examples both have a mean latency of about 40 ms (1.2 ticks at 30 Hz) with differently
-# heavy tails: P(d >= 10 ticks) is about 1e-3 for lognormal and 4e-3 for pareto.
-PRESETS: dict[str, DelayProfile] = {
-    "fixed": DelayProfile(name="fixed", mode="fixed", fixed_delay=1),
-    "long_tail": _LONG_TAIL,
-    "tail_controlled": dataclasses.replace(_LONG_TAIL, name="tail_controlled", tail_cap=2),
-    "uniform": DelayProfile(name="uniform", mode="mixture", base_delays=(0, 1, 2, 3, 4), base_probs=(0.2,) * 5),
-    "trace_example": DelayProfile(name="trace_example", mode="trace", trace_path="example_trace.csv"),
-    "lognormal": DelayProfile(name="lognormal", mode="lognormal", median_ms=30.0, sigma=0.75),
-    "pareto": DelayProfile(name="pareto", mode="pareto", scale_ms=20.0, alpha=2.0),
-}
 
-# Published scenarios (rtc_sweep/conf/delay_profile/*.yaml holds each one's source). The pi0 placements are
-# end-to-end estimates at 50 Hz (20 ms ticks): a one-entry trace in ms, so another control_hz converts them anew.
-_PI0_MS = {
-    "pi0_datacenter_gpu": 3.2,
-    "pi0_rtx4090": 31.1,
-    "pi0_jetson_thor": 52.6,
-    "pi0_5g": 27.8,
-    "pi0_4g": 73.0,
-    "pi0_slow_cloud": 273.0,
-}
-PRESETS.update(
-    {name: DelayProfile(name=name, mode="trace", trace_ms=(ms,), control_hz=50.0) for name, ms in _PI0_MS.items()}
-)
-PRESETS.update(
-    {
-        # The RTX 4090 placement with the first 3 inferences of every episode 4 times slower (cold caches, JIT).
-        "warmup": DelayProfile(
-            name="warmup", mode="trace", trace_ms=(31.1,), control_hz=50.0, warmup_cycles=3, warmup_factor=4.0
-        ),
-        # Rare stalls (garbage collection, page faults, scheduler hiccups): 4 per 1000 inferences, 20-300 ms at
-        # 50 Hz (1, 3, 8 and 15 ticks), nothing otherwise; as a system part it adds these stalls to a measurement.
-        "stalls": DelayProfile(
-            name="stalls", mode="mixture", base_delays=(0, 1, 3, 8, 15), base_probs=(0.996, 0.001, 0.001, 0.001, 0.001)
-        ),
-        # A network round trip: log-logistic, 30 ms median, tail index 5 (P(RTT > 60 ms) = 3 %), at 50 Hz.
-        "network_rtt": DelayProfile(name="network_rtt", mode="loglogistic", median_ms=30.0, alpha=5.0, control_hz=50.0),
-        # Mean 2 ticks, growing spread: deterministic, low jitter, bursty (bimodal), heavy tail.
-        "spread_deterministic": DelayProfile(name="spread_deterministic", mode="fixed", fixed_delay=2),
-        "spread_low_jitter": DelayProfile(
-            name="spread_low_jitter", mode="mixture", base_delays=(1, 2, 3), base_probs=(0.1, 0.8, 0.1)
-        ),
-        "spread_bursty": DelayProfile(
-            name="spread_bursty", mode="mixture", base_delays=(1, 5), base_probs=(0.75, 0.25)
-        ),
-        "spread_heavy_tail": DelayProfile(
-            name="spread_heavy_tail", mode="mixture", base_delays=(1, 3, 13), base_probs=(0.75, 0.2, 0.05)
-        ),
-        # The job's own sampler, timed on its device (sweep/evaluate.py): delay_profile.control_hz=50
-        "measured": DelayProfile(name="measured", mode="measured"),
-    }
-)
+def read_preset(path: str | Path) -> DelayProfile:
+    """A ``delay_profile`` YAML option as a profile: its schema's mode, its keys, the defaults for the others."""
+    doc = yaml.safe_load(Path(path).read_text()) or {}
+    for entry in doc.pop("defaults", None) or ():
+        if m := _SCHEMA_ENTRY.fullmatch(str(entry)):
+            doc.setdefault("mode", m["mode"])
+    return DelayProfile(**doc)
+
+
+PRESETS: dict[str, DelayProfile] = {p.stem: read_preset(p) for p in sorted(PRESETS_DIR.glob("*.yaml"))}
 # What delay_profile.system may name: the presets with an iid law (converted at the measured profile's rate).
 SYSTEM_PRESETS: dict[str, DelayProfile] = {
     name: p for name, p in PRESETS.items() if p.mode in IID_MODES and p.warmup_cycles == 0

@@ -1,9 +1,17 @@
-"""The benchmark's MLP-mixer flow policy as pure JAX functions over its checkpoint's pure-dict params.
+"""The benchmark's flow policy: its MLP-mixer as a flax nnx module (``MixerPolicy``), over its checkpoint's layout.
 
-The params pytree *is* the layout the original benchmark pickles (reference-benchmark.md §4.5): nested dicts,
-python int keys for list entries (``mlp_stack[i]``, ``time_mlp['layers'][0]`` and ``[2]``) and ``None`` for
-the biases and LayerNorm scales the original disables. Keeping that layout, rather than a flax module, means a
-checkpoint loads without a flax version that matches the one that wrote it, and nothing has to be renamed.
+The samplers see the mixer through ``rtc_sweep.core.network``'s interface (``FlowPolicy``: sizes and
+``velocity``), like any other network; ``ModelConfig`` is its model spec, the static half that crosses ``jax.jit``
+(``network`` explains the split). Its params are the layout the original benchmark pickles (reference-benchmark.md
+§4.5): nested dicts, python int keys for list entries (``mlp_stack[i]``, ``time_mlp['layers'][0]`` and ``[2]``) and
+``None`` for the biases and LayerNorm scales the original disables. That is the pure dict of the module's nnx state
+(``network.params_of``) with those ``None`` entries added back (flax >= 0.11 leaves them out, the benchmark's 0.10
+wrote them), so a checkpoint loads with no renaming and a saved one loads in the original's ``eval_flow``.
+
+The module is built as the original's ``FlowPolicy`` (the same layers, names and order), and computes as the pure
+functions it replaced did, operation for operation: the velocities are bit-identical and the compiled program is the
+same (``scripts/bench_policy.py`` times both). ``velocity``, ``velocity_with_prefix`` and ``flow_loss`` keep their
+functional signatures (params, config, ...) for the code that calls them.
 
 Time convention (as the original): t = 0 is noise, t = 1 is data. The network takes either one flow time per
 sample ([B]) or one per action position ([B, H]); the latter is what training-time RTC needs, and with all
@@ -13,13 +21,19 @@ positions sharing a time it gives the same velocity as the former.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+import typing
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import jax
 import jax.numpy as jnp
+from flax import nnx
 
-Params = dict[str, Any]
+from rtc_sweep.core import network
+from rtc_sweep.core.network import NetworkConfig, Params
+from rtc_sweep.errors import ConfigError
+
+MIXER_TARGET = "rtc_sweep.core.policy.MixerPolicy"  # model._target_ of the benchmark's network (the default)
 
 # LayerNorm epsilon of flax's LayerNorm (the original's); PyTorch's default 1e-5 would not match.
 _LN_EPS = 1e-6
@@ -30,6 +44,8 @@ _MAX_PERIOD = 4.0
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
+    """The mixer's model spec (``network.ModelSpec``): its sizes, and training-time RTC's ``simulated_delay``."""
+
     action_chunk_size: int = 8  # H: actions per chunk (the token axis of the mixer)
     channel_dim: int = 256  # C: width of each token, and of the time embedding
     channel_hidden_dim: int = 512  # hidden width of the channel-mixing MLP
@@ -37,11 +53,53 @@ class ModelConfig:
     num_layers: int = 4  # mixer blocks
     simulated_delay: int | None = None  # training-time RTC: train with prefixes of d ~ {0..D-1} actions; None = BC
 
+    @property
+    def target(self) -> str:
+        return MIXER_TARGET
+
+    def kwargs(self) -> dict[str, int]:
+        """``MixerPolicy``'s keys (``simulated_delay`` is a training option: the network is the same)."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "simulated_delay"}
+
+    def build(self, obs_dim: int, action_dim: int, rngs: nnx.Rngs) -> MixerPolicy:
+        return MixerPolicy(obs_dim, action_dim, rngs=rngs, **self.kwargs())
+
+    def bind(self, params: Params, obs_dim: int, action_dim: int) -> MixerPolicy:
+        definition = network.nnx_def(MixerPolicy, obs_dim, action_dim, tuple(self.kwargs().items()))
+        return network.merge(definition, params)  # type: ignore[no-any-return]
+
+    def init(self, key: jax.Array, obs_dim: int, action_dim: int) -> Params:
+        return init_params(key, obs_dim, action_dim, self)
+
+    def validate(self) -> None:
+        for key in ("action_chunk_size", "channel_dim", "channel_hidden_dim", "token_hidden_dim", "num_layers"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"model.{key}", f"{getattr(self, key)}; allowed: >= 1")
+
 
 MODEL_PRESETS: dict[str, ModelConfig] = {
     "default": ModelConfig(),
     "small": ModelConfig(channel_dim=64, channel_hidden_dim=128, token_hidden_dim=32, num_layers=2),
 }
+
+
+def model_from_config(node: Mapping[str, Any]) -> ModelConfig | NetworkConfig:
+    """The model spec of a composed ``model`` node (plain values): ``ModelConfig`` for the mixer (no ``_target_``
+    or ``MIXER_TARGET``), else ``network.network_config`` of the class ``_target_`` names, which gets only the
+    mixer keys it declares. Every problem is a ``ConfigError`` naming ``model.<key>``, before anything compiles."""
+    target = node.get("_target_") or MIXER_TARGET
+    mixer_keys = [f.name for f in dataclasses.fields(ModelConfig)]
+    if target != MIXER_TARGET and network.import_target(target) is not MixerPolicy:
+        return network.network_config(target, node, ignore=mixer_keys)
+    hints = typing.get_type_hints(ModelConfig)
+    values = {}
+    for key, value in node.items():
+        if key == "_target_":
+            continue
+        if key not in mixer_keys:
+            raise ConfigError(f"model.{key}", f"not a key of {MIXER_TARGET}; allowed: {', '.join(mixer_keys)}")
+        values[key] = network.check_value(f"model.{key}", value, hints[key])
+    return ModelConfig(**values)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -91,24 +149,6 @@ def init_params(key: jax.Array, obs_dim: int, action_dim: int, config: ModelConf
 # Network
 
 
-def _linear(p: dict[str, jax.Array | None], x: jax.Array) -> jax.Array:
-    # flax layout: kernel is [in, out]; contract x's last axis with the kernel's first.
-    y = jax.lax.dot_general(x, p["kernel"], (((x.ndim - 1,), (0,)), ((), ())))
-    return y if p["bias"] is None else y + p["bias"]
-
-
-def _layer_norm(x: jax.Array) -> jax.Array:
-    # flax's fast variance, E[x²] - E[x]², clipped at 0, so that the numerics follow the original.
-    mean = jnp.mean(x, axis=-1, keepdims=True)
-    mean_sq = jnp.mean(jnp.square(x), axis=-1, keepdims=True)
-    var = jnp.maximum(0.0, mean_sq - jnp.square(mean))
-    return (x - mean) * jax.lax.rsqrt(var + _LN_EPS)
-
-
-def _gelu(x: jax.Array) -> jax.Array:
-    return jax.nn.gelu(x, approximate=True)  # nnx.gelu is the tanh form
-
-
 def posemb_sincos(t: jax.Array, dim: int) -> jax.Array:
     """Sin-cos embedding of flow time: [...] -> [..., dim], periods geometric from 4e-3 to 4."""
     # Angles reach ~1.6e3 rad at t = 1, where one float32 ulp already moves sin() by ~1e-4, so rounding matters:
@@ -130,78 +170,165 @@ def _identity(y: jax.Array) -> jax.Array:
     return y
 
 
-def _mixer_block(p: Params, x: jax.Array, cond: jax.Array, spread: _Spread) -> jax.Array:
-    scale_1, shift_1, gate_1 = jnp.split(spread(_linear(p["adaln_1"], cond)), 3, axis=-1)
-    scale_2, shift_2, gate_2 = jnp.split(spread(_linear(p["adaln_2"], cond)), 3, axis=-1)
+class LayerNorm(nnx.LayerNorm):
+    """The original's LayerNorm: flax's, without scale and bias, eps 1e-6 (PyTorch's 1e-5 would not match), the
+    fast variance E[x²] - E[x]² clipped at 0.
 
-    y = _layer_norm(x) * (1 + scale_1) + shift_1
-    y = jnp.swapaxes(y, 1, 2)  # [B, C, H]: mix across the chunk's positions
-    y = _linear(p["token_mix_out"], _gelu(_linear(p["token_mix_in"], y)))
-    y = jnp.swapaxes(y, 1, 2)  # [B, H, C]
-    x = x + gate_1 * y
-
-    y = _layer_norm(x) * (1 + scale_2) + shift_2
-    y = _linear(p["channel_mix_out"], _gelu(_linear(p["channel_mix_in"], y)))
-    return x + gate_2 * y
-
-
-def _network(
-    params: Params, config: ModelConfig, obs: jax.Array, x_t: jax.Array, times: jax.Array, spread: _Spread
-) -> jax.Array:
-    """The mixer, conditioned on K flow times per sample (times [B, K]) that ``spread`` assigns to positions.
-
-    The adaLN projections are as wide as the mixer itself, so they are computed once per distinct time rather
-    than once per position: K = 1 for the samplers, 2 for training-time RTC (t and the prefix's 1).
+    Computed with its statistics kept at [..., 1], as rtc_sweep's port always did: nnx's own call, whose statistics
+    are [...] and reshaped, gives the same forward pass but a backward one (realtime's vjp, the training gradients)
+    an ulp apart, which would change results.csv.
     """
-    B, H, _ = x_t.shape
-    assert config.action_chunk_size == H, (x_t.shape, config.action_chunk_size)
-    assert obs.shape[0] == B, (obs.shape, x_t.shape)
-    emb = posemb_sincos(times, config.channel_dim)  # [B, K, C]
-    layers = params["time_mlp"]["layers"]
-    cond = jax.nn.swish(_linear(layers[2], jax.nn.swish(_linear(layers[0], emb))))  # [B, K, C]
 
-    # in_proj sees [x_t, obs] at every position; being linear, it splits into the action part, per position,
-    # and the observation part, once per sample and broadcast: the same sum, without H copies of the
-    # observation's (wide) product.
-    A = x_t.shape[-1]
-    kernel, bias = params["in_proj"]["kernel"], params["in_proj"]["bias"]
-    x = _linear({"kernel": kernel[:A], "bias": bias}, x_t)  # [B, H, C]
-    x = x + _linear({"kernel": kernel[A:], "bias": None}, obs)[:, None, :]
-    for i in range(len(params["mlp_stack"])):
-        x = _mixer_block(params["mlp_stack"][i], x, cond, spread)
+    def __init__(self, features: int, rngs: nnx.Rngs):
+        super().__init__(features, epsilon=_LN_EPS, use_scale=False, use_bias=False, rngs=rngs)
 
-    scale, shift = jnp.split(spread(_linear(params["final_adaln"], cond)), 2, axis=-1)
-    x = _layer_norm(x) * (1 + scale) + shift
-    return _linear(params["out_proj"], x)  # [B, H, A]
+    def __call__(self, x: jax.Array, *, mask: jax.Array | None = None) -> jax.Array:
+        assert mask is None, "the mixer's LayerNorm takes no mask"
+        mean = jnp.mean(x, axis=-1, keepdims=True)
+        mean_sq = jnp.mean(jnp.square(x), axis=-1, keepdims=True)
+        var = jnp.maximum(0.0, mean_sq - jnp.square(mean))
+        return (x - mean) * jax.lax.rsqrt(var + self.epsilon)
 
 
-def velocity(params: Params, config: ModelConfig, obs: jax.Array, x_t: jax.Array, time: jax.Array) -> jax.Array:
-    """Flow velocity v(obs, x_t, t).
+def _adaln(features: int, chunks: int, rngs: nnx.Rngs) -> nnx.Linear:
+    # Zero kernel (and bias): every block starts as the identity.
+    return nnx.Linear(features, chunks * features, kernel_init=nnx.initializers.zeros_init(), rngs=rngs)
+
+
+class MixerBlock(nnx.Module):
+    """One adaLN-conditioned mixer block: token mixing across the H positions, then channel mixing."""
+
+    def __init__(
+        self, action_chunk_size: int, channel_dim: int, channel_hidden_dim: int, token_hidden_dim: int, rngs: nnx.Rngs
+    ):
+        H, C = action_chunk_size, channel_dim
+        self.token_mix_in = nnx.Linear(H, token_hidden_dim, use_bias=False, rngs=rngs)
+        self.token_mix_out = nnx.Linear(token_hidden_dim, H, use_bias=False, rngs=rngs)
+        self.channel_mix_in = nnx.Linear(C, channel_hidden_dim, use_bias=False, rngs=rngs)
+        self.channel_mix_out = nnx.Linear(channel_hidden_dim, C, use_bias=False, rngs=rngs)
+        self.norm_1 = LayerNorm(C, rngs)
+        self.norm_2 = LayerNorm(C, rngs)
+        self.adaln_1 = _adaln(C, 3, rngs)
+        self.adaln_2 = _adaln(C, 3, rngs)
+
+    def __call__(self, x: jax.Array, cond: jax.Array, spread: _Spread) -> jax.Array:
+        scale_1, shift_1, gate_1 = jnp.split(spread(self.adaln_1(cond)), 3, axis=-1)
+        scale_2, shift_2, gate_2 = jnp.split(spread(self.adaln_2(cond)), 3, axis=-1)
+
+        y = self.norm_1(x) * (1 + scale_1) + shift_1
+        y = jnp.swapaxes(y, 1, 2)  # [B, C, H]: mix across the chunk's positions
+        y = self.token_mix_out(nnx.gelu(self.token_mix_in(y)))  # nnx.gelu is the tanh form, as the original's
+        y = jnp.swapaxes(y, 1, 2)  # [B, H, C]
+        x = x + gate_1 * y
+
+        y = self.norm_2(x) * (1 + scale_2) + shift_2
+        y = self.channel_mix_out(nnx.gelu(self.channel_mix_in(y)))
+        return x + gate_2 * y
+
+
+class MixerPolicy(nnx.Module):
+    """The benchmark's flow network (a ``network.FlowPolicy``), its layers named as the original's.
+
+    Built from ``rngs`` it draws the original's initial law (lecun-normal kernels, zero biases, zero adaLN) from
+    nnx's streams; ``ModelConfig.init(key)``, what ``checkpoint=random`` uses, is the benchmark's own draw from one
+    key (``init_params``). ``network.params_of(policy)`` is its checkpoint (the benchmark's layout) and
+    ``ModelConfig.bind(params, obs_dim, action_dim)`` the policy a checkpoint makes.
+    """
+
+    def __init__(
+        self,
+        obs_dim: int,
+        action_dim: int,
+        *,
+        rngs: nnx.Rngs,
+        action_chunk_size: int = 8,
+        channel_dim: int = 256,
+        channel_hidden_dim: int = 512,
+        token_hidden_dim: int = 64,
+        num_layers: int = 4,
+    ):
+        C, H = channel_dim, action_chunk_size
+        self.obs_dim, self.action_dim, self.action_chunk_size, self.channel_dim = obs_dim, action_dim, H, C
+        self.in_proj = nnx.Linear(action_dim + obs_dim, C, rngs=rngs)  # rows: [x_t, obs]
+        self.mlp_stack = nnx.List(
+            [MixerBlock(H, C, channel_hidden_dim, token_hidden_dim, rngs) for _ in range(num_layers)]
+        )
+        self.time_mlp = nnx.Sequential(nnx.Linear(C, C, rngs=rngs), nnx.swish, nnx.Linear(C, C, rngs=rngs))
+        self.final_norm = LayerNorm(C, rngs)
+        self.final_adaln = _adaln(C, 2, rngs)
+        self.out_proj = nnx.Linear(C, action_dim, rngs=rngs)
+
+    def _network(self, obs: jax.Array, x_t: jax.Array, times: jax.Array, spread: _Spread) -> jax.Array:
+        """The mixer, conditioned on K flow times per sample (times [B, K]) that ``spread`` assigns to positions.
+
+        The adaLN projections are as wide as the mixer itself, so they are computed once per distinct time rather
+        than once per position: K = 1 for the samplers, 2 for training-time RTC (t and the prefix's 1).
+        """
+        B, H, A = x_t.shape
+        assert self.action_chunk_size == H, (x_t.shape, self.action_chunk_size)
+        assert obs.shape[0] == B, (obs.shape, x_t.shape)
+        emb = posemb_sincos(times, self.channel_dim)  # [B, K, C]
+        cond = nnx.swish(self.time_mlp(emb))  # [B, K, C]: the original's trailing swish
+
+        # in_proj sees [x_t, obs] at every position; being linear, it splits into the action part, per position,
+        # and the observation part, once per sample and broadcast: the same sum, without H copies of the
+        # observation's (wide) product.
+        kernel, bias = self.in_proj.kernel[...], self.in_proj.bias[...]
+        x = _matmul(x_t, kernel[:A]) + bias  # [B, H, C]
+        x = x + _matmul(obs, kernel[A:])[:, None, :]
+        for block in self.mlp_stack:
+            x = block(x, cond, spread)
+
+        scale, shift = jnp.split(spread(self.final_adaln(cond)), 2, axis=-1)
+        x = self.final_norm(x) * (1 + scale) + shift
+        return self.out_proj(x)  # [B, H, A]
+
+    def velocity(self, obs: jax.Array, x_t: jax.Array, time: jax.Array) -> jax.Array:
+        """Flow velocity v(obs, x_t, t): obs [B, O], x_t [B, H, A]; time [] or [B] (one flow time per sample) or
+        [B, H] (one per action position, as training-time RTC has it). Returns [B, H, A]."""
+        B, H, _ = x_t.shape
+        time = network.batch_time(time, B)
+        assert time.shape in ((B,), (B, H)), (time.shape, x_t.shape)
+        return self._network(obs, x_t, time.reshape(B, -1), _identity)  # K = 1 broadcasts over positions
+
+    def velocity_with_prefix(self, obs: jax.Array, x_t: jax.Array, time: jax.Array, prefix: jax.Array) -> jax.Array:
+        """``velocity`` with flow time 1 at the ``prefix`` positions and ``time`` elsewhere (training-time RTC).
+
+        time [] or [B]; prefix bool [H] or [B, H]. Equal to ``velocity(..., where(prefix, 1, time))`` at the cost
+        of the per-sample network, not the per-position one.
+        """
+        B, H, _ = x_t.shape
+        time = jnp.broadcast_to(jnp.asarray(time, jnp.float32), (B,))
+        prefix = jnp.broadcast_to(prefix, (B, H))[:, :, None]  # [B, H, 1]
+        times = jnp.stack([time, jnp.ones_like(time)], axis=1)  # [B, 2]: slot 0 = t, slot 1 = the prefix's 1
+        return self._network(obs, x_t, times, lambda y: jnp.where(prefix, y[:, 1:2], y[:, 0:1]))
+
+
+def _matmul(x: jax.Array, kernel: jax.Array) -> jax.Array:
+    # flax layout: kernel is [in, out]; contract x's last axis with the kernel's first (as nnx.Linear does).
+    return jax.lax.dot_general(x, kernel, (((x.ndim - 1,), (0,)), ((), ())))
+
+
+def velocity(params: Params, config: network.ModelSpec, obs: jax.Array, x_t: jax.Array, time: jax.Array) -> jax.Array:
+    """Flow velocity v(obs, x_t, t) of the policy ``params`` make under ``config`` (any model spec).
 
     obs [B, O], x_t [B, H, A]; time [] or [B] (one flow time per sample) or [B, H] (one per action position,
     as training-time RTC has it). Returns [B, H, A].
     """
-    B, H, _ = x_t.shape
-    time = jnp.asarray(time, jnp.float32)
-    if time.ndim == 0:
-        time = jnp.broadcast_to(time, (B,))
-    assert time.shape in ((B,), (B, H)), (time.shape, x_t.shape)
-    return _network(params, config, obs, x_t, time.reshape(B, -1), _identity)  # K = 1 broadcasts over positions
+    policy = network.bind(config, params, obs.shape[-1], x_t.shape[-1])
+    return policy.velocity(obs, x_t, network.batch_time(time, x_t.shape[0]))
 
 
 def velocity_with_prefix(
-    params: Params, config: ModelConfig, obs: jax.Array, x_t: jax.Array, time: jax.Array, prefix: jax.Array
+    params: Params, config: network.ModelSpec, obs: jax.Array, x_t: jax.Array, time: jax.Array, prefix: jax.Array
 ) -> jax.Array:
     """``velocity`` with flow time 1 at the ``prefix`` positions and ``time`` elsewhere (training-time RTC).
 
-    time [] or [B]; prefix bool [H] or [B, H]. Equal to ``velocity(..., where(prefix, 1, time))`` at the cost
-    of the per-sample network, not the per-position one.
+    time [] or [B]; prefix bool [H] or [B, H]. Equal to ``velocity(..., where(prefix, 1, time))``; the mixer's costs
+    the per-sample network, not the per-position one.
     """
-    B, H, _ = x_t.shape
-    time = jnp.broadcast_to(jnp.asarray(time, jnp.float32), (B,))
-    prefix = jnp.broadcast_to(prefix, (B, H))[:, :, None]  # [B, H, 1]
-    times = jnp.stack([time, jnp.ones_like(time)], axis=1)  # [B, 2]: slot 0 = t, slot 1 = the prefix's 1
-    return _network(params, config, obs, x_t, times, lambda y: jnp.where(prefix, y[:, 1:2], y[:, 0:1]))
+    policy = network.bind(config, params, obs.shape[-1], x_t.shape[-1])
+    return network.velocity_with_prefix(policy, obs, x_t, time, prefix)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -215,13 +342,14 @@ def simulated_delay_probs(max_delay: int) -> jax.Array:
 
 def flow_loss(
     params: Params,
-    config: ModelConfig,
+    config: network.ModelSpec,
     key: jax.Array,
     obs: jax.Array,
     actions: jax.Array,
     loss_mask: jax.Array | None = None,
 ) -> jax.Array:
     """The benchmark's flow-matching BC loss (a scalar); training-time RTC's loss when ``simulated_delay`` is set.
+    ``config`` is any model spec (the mixer's ``ModelConfig`` or a ``network.NetworkConfig``).
 
     obs [B, O], actions [B, H, A]. BC: t ~ U(0, 1) per sample, x_t = (1-t)·ε + t·a, target a - ε, MSE over
     all elements. Training-time RTC (D = simulated_delay): d ~ p(d) ∝ exp(-d) on {0..D-1} per sample; positions

@@ -13,56 +13,16 @@ Numerics follow the original benchmark (reference-benchmark.md §5.3-5.6 and §9
 
 from __future__ import annotations
 
-import dataclasses
-import math
 from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
 
-from rtc_sweep.core.policy import ModelConfig, Params, velocity, velocity_with_prefix
-from rtc_sweep.errors import ConfigError
+from rtc_sweep.core import network
+from rtc_sweep.core.network import FlowPolicy, ModelSpec, Params
 
-METHODS = ("naive", "realtime", "hard_masking", "bid", "training_time", "temporal_ensembling")
-SCHEDULES = ("exp", "linear", "ones", "zeros")
-
-
-@dataclasses.dataclass(frozen=True)
-class MethodConfig:
-    name: str = "naive"  # naive | realtime | hard_masking | bid | training_time | temporal_ensembling
-    prefix_attention_schedule: str = "exp"  # realtime: prefix weights over [d, H-s) (exp|linear|ones|zeros)
-    max_guidance_weight: float = 5.0  # realtime/hard_masking: β, the cap on the guidance weight (> 0)
-    n_samples: int = 16  # bid: candidate chunks drawn per observation (>= 1)
-    bid_k: int | None = None  # bid: size of the forward-contrast sets (1..n_samples); None = backward loss only
-    weak_checkpoint: str | None = None  # bid: the weak policy's file for the forward contrast (needs bid_k)
-    # temporal_ensembling: ACT's m, weights exp(-m·i) over the chunks covering a tick, i = 0 the oldest (>= 0).
-    # Traced by the rollout (timeline.ExecuteArrays), not part of its static spec.
-    te_decay: float = 0.01
-
-    def validate(self) -> None:
-        if self.name not in METHODS:
-            raise ConfigError("method.name", f"{self.name!r}; allowed: {', '.join(METHODS)}")
-        if self.prefix_attention_schedule not in SCHEDULES:
-            raise ConfigError(
-                "method.prefix_attention_schedule",
-                f"{self.prefix_attention_schedule!r}; allowed: {', '.join(SCHEDULES)}",
-            )
-        if not self.max_guidance_weight > 0:
-            raise ConfigError("method.max_guidance_weight", f"{self.max_guidance_weight}; allowed: > 0")
-        if self.n_samples < 1:
-            raise ConfigError("method.n_samples", f"{self.n_samples}; allowed: >= 1")
-        if self.bid_k is not None:
-            if not 1 <= self.bid_k <= self.n_samples:
-                raise ConfigError("method.bid_k", f"{self.bid_k}; allowed: null or 1..{self.n_samples} (n_samples)")
-            if self.weak_checkpoint is None:
-                raise ConfigError("method.bid_k", f"{self.bid_k} needs method.weak_checkpoint; allowed: a path")
-        elif self.name == "bid" and self.weak_checkpoint is not None:
-            # The original only runs the forward contrast with both a weak policy and k.
-            raise ConfigError(
-                "method.weak_checkpoint", f"{self.weak_checkpoint!r} needs method.bid_k; allowed: 1..{self.n_samples}"
-            )
-        if not (math.isfinite(self.te_decay) and self.te_decay >= 0):
-            raise ConfigError("method.te_decay", f"{self.te_decay}; allowed: a finite number >= 0")
+# The method's config is declared with the other options (JAX-free, so the Hydra schema is built from it).
+from rtc_sweep.core.options import METHODS, SCHEDULES, MethodConfig
 
 
 def get_prefix_weights(start: jax.Array | int, end: jax.Array | int, total: int, schedule: str) -> jax.Array:
@@ -144,8 +104,13 @@ def _euler(step: Callable[[jax.Array, jax.Array, float], jax.Array], x0: jax.Arr
     return x
 
 
-def _naive(params: Params, model: ModelConfig, obs: jax.Array, noise: jax.Array, num_flow_steps: int) -> jax.Array:
-    return _euler(lambda x, t, dt: x + dt * velocity(params, model, obs, x, t), noise, num_flow_steps)
+def _velocity(policy: FlowPolicy, obs: jax.Array, x: jax.Array, t: jax.Array) -> jax.Array:
+    # The Euler loop carries one flow time for the batch; the interface takes one per sample.
+    return policy.velocity(obs, x, network.batch_time(t, x.shape[0]))
+
+
+def _naive(policy: FlowPolicy, obs: jax.Array, noise: jax.Array, num_flow_steps: int) -> jax.Array:
+    return _euler(lambda x, t, dt: x + dt * _velocity(policy, obs, x, t), noise, num_flow_steps)
 
 
 def _guidance_weight(t: jax.Array, beta: float) -> jax.Array:
@@ -156,8 +121,7 @@ def _guidance_weight(t: jax.Array, beta: float) -> jax.Array:
 
 
 def _realtime(
-    params: Params,
-    model: ModelConfig,
+    policy: FlowPolicy,
     obs: jax.Array,
     noise: jax.Array,
     prev_chunk: jax.Array,
@@ -169,7 +133,7 @@ def _realtime(
 
     def step(x: jax.Array, t: jax.Array, dt: float) -> jax.Array:
         def denoise(x: jax.Array) -> tuple[jax.Array, jax.Array]:
-            v = velocity(params, model, obs, x, t)
+            v = _velocity(policy, obs, x, t)
             return x + v * (1 - t), v
 
         # The samples are independent, so one vjp of the batch gives every sample's own e^T·∂f/∂x (the
@@ -182,8 +146,7 @@ def _realtime(
 
 
 def _training_time(
-    params: Params,
-    model: ModelConfig,
+    policy: FlowPolicy,
     obs: jax.Array,
     noise: jax.Array,
     prev_chunk: jax.Array,
@@ -201,37 +164,36 @@ def _training_time(
         # The frozen prefix enters as clean actions at flow time 1, as the network saw it in training. As in the
         # original, the returned prefix is prev + dt·v rather than prev; the executor runs prev there anyway.
         x = jnp.where(prefix[:, :, None], prev_chunk, x)
-        return x + dt * velocity_with_prefix(params, model, obs, x, t, prefix)
+        return x + dt * network.velocity_with_prefix(policy, obs, x, t, prefix)
 
     return _euler(step, noise, num_flow_steps)
 
 
 def _bid(
-    params: Params,
-    model: ModelConfig,
+    policy: FlowPolicy,
     obs: jax.Array,
     noise: jax.Array,
     prev_chunk: jax.Array,
     weights: jax.Array,
     num_flow_steps: int,
     bid_k: int | None,
-    weak_params: Params | None,
+    weak_policy: FlowPolicy | None,
 ) -> jax.Array:
     n, B, H, A = noise.shape
     obs_n = jnp.tile(obs, (n, 1))  # [(n B), O], sample-major like the noise
 
-    def draw(p: Params) -> jax.Array:
-        return _naive(p, model, obs_n, noise.reshape(n * B, H, A), num_flow_steps).reshape(n, B, H, A)
+    def draw(p: FlowPolicy) -> jax.Array:
+        return _naive(p, obs_n, noise.reshape(n * B, H, A), num_flow_steps).reshape(n, B, H, A)
 
     def backward_loss(chunks: jax.Array) -> jax.Array:
         err = jnp.linalg.norm(chunks - prev_chunk, axis=-1)  # [n, B, H]
         return jnp.sum(err * weights, axis=-1)  # [n, B]
 
-    strong = draw(params)
+    strong = draw(policy)
     loss = backward_loss(strong)
     if bid_k is not None:
-        assert weak_params is not None
-        weak = draw(weak_params)  # same noise, as the original's shared rng
+        assert weak_policy is not None
+        weak = draw(weak_policy)  # same noise, as the original's shared rng
         strong_idx = jax.lax.top_k(-loss.T, bid_k)[1].T  # [k, B]
         weak_idx = jax.lax.top_k(-backward_loss(weak).T, bid_k)[1].T  # [k, B]
         a_plus = jnp.take_along_axis(strong, strong_idx[:, :, None, None], axis=0)  # [k, B, H, A]
@@ -249,7 +211,7 @@ def _bid(
 def sample_chunk(
     method: MethodConfig,
     params: Params,
-    model: ModelConfig,
+    model: ModelSpec,
     obs: jax.Array,
     noise: jax.Array,
     prev_chunk: jax.Array,
@@ -259,7 +221,9 @@ def sample_chunk(
     weak_params: Params | None = None,
     plan_length: jax.Array | None = None,
 ) -> jax.Array:
-    """A new action chunk [B, H, A] for observations obs [B, O].
+    """A new action chunk [B, H, A] for observations obs [B, O], from the policy ``params`` make under ``model``
+    (a model spec, static: ``network.bind`` joins the two inside the trace; every sampler below sees only the
+    ``network.FlowPolicy`` interface).
 
     ``noise`` has ``noise_shape(method, B, H, A)``. ``prev_chunk`` [B, H, A] is the previous chunk already
     shifted to line up with the new one (its executed-and-gone head removed, zeros after its end).
@@ -279,25 +243,27 @@ def sample_chunk(
     if plan_length is not None:
         assert jnp.shape(plan_length) in ((), (B,)), jnp.shape(plan_length)
 
+    policy = network.bind(model, params, obs.shape[-1], A)
     if method.name in ("naive", "temporal_ensembling"):
-        return _naive(params, model, obs, noise, num_flow_steps)
+        return _naive(policy, obs, noise, num_flow_steps)
     if method.name in ("realtime", "hard_masking"):
         weights = guidance_weights(method, d, end, H, plan_length)  # [H] or [B, H]
-        return _realtime(params, model, obs, noise, prev_chunk, weights, method.max_guidance_weight, num_flow_steps)
+        return _realtime(policy, obs, noise, prev_chunk, weights, method.max_guidance_weight, num_flow_steps)
     if method.name == "bid":
         if (method.bid_k is None) != (weak_params is None):
             raise ValueError("bid: the forward contrast needs both method.bid_k and weak_params, or neither")
         weights = guidance_weights(method, d, end, H, plan_length)
-        return _bid(params, model, obs, noise, prev_chunk, weights, num_flow_steps, method.bid_k, weak_params)
+        weak = None if weak_params is None else network.bind(model, weak_params, obs.shape[-1], A)
+        return _bid(policy, obs, noise, prev_chunk, weights, num_flow_steps, method.bid_k, weak)
     if method.name == "training_time":
-        return _training_time(params, model, obs, noise, prev_chunk, d, num_flow_steps, plan_length)
+        return _training_time(policy, obs, noise, prev_chunk, d, num_flow_steps, plan_length)
     raise ValueError(f"unknown method {method.name!r}; allowed: {', '.join(METHODS)}")
 
 
 def sample_chunk_from_key(
     method: MethodConfig,
     params: Params,
-    model: ModelConfig,
+    model: ModelSpec,
     key: jax.Array,
     obs: jax.Array,
     prev_chunk: jax.Array,

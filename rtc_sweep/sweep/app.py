@@ -69,7 +69,8 @@ def skip_before_validation(job: JobConfig) -> str | None:
 def run(job: JobConfig, job_dir: Path) -> float | None:
     """Run one job into ``job_dir``; returns its headline number (returned_episode_solved), None when skipped.
 
-    Raises ``ConfigError`` before anything is compiled when a value is invalid.
+    Raises ``ConfigError`` before anything is compiled when a value is invalid. Everything after ``validate`` uses
+    the job it returns: the files it found, the trace it read (nothing checks or reads them again).
     """
     configure_host_devices()
     what = describe(job)
@@ -78,7 +79,7 @@ def run(job: JobConfig, job_dir: Path) -> float | None:
         job_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(job_dir / SKIPPED_FILE, reason + "\n")
         return None
-    validate(job)
+    job = validate(job)  # the boundary: every value checked once, the policy files found, a trace file read
     job_dir.mkdir(parents=True, exist_ok=True)
 
     if job.reference_grid_only and not in_reference_grid(job.run):

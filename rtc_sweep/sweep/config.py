@@ -1,12 +1,29 @@
 """The typed schema behind ``rtc_sweep/conf/`` and its one conversion into the frozen runtime config.
 
 ``rtc_sweep/conf/config.yaml`` composes a ``level``, ``delay_profile``, ``method``, ``execute_policy`` and ``model``
-option onto ``RtcSweepSchema``. Because every node is a dataclass registered in Hydra's ConfigStore, a
-misspelt key (``method.nme=...``) or a wrong type (``num_evals=many``) fails at composition, naming the key.
-Values are checked after conversion (``validate``), still before JAX compiles anything.
+option onto ``RtcSweepSchema``. Every node is a dataclass in Hydra's ConfigStore, so a misspelt key
+(``method.nme=...``) or a wrong type (``num_evals=many``) fails at composition, naming the key.
 
-This module imports only Hydra and OmegaConf at the top: ``--help``, ``--cfg`` and tab completion stay fast,
-and JAX is not imported before ``runtime.configure_host_devices`` has run.
+The ``delay_profile``, ``method`` and ``execute_policy`` keys are declared once, in ``core/options.py``: the frozen
+dataclasses the rollout reads, and for each kind of option (delay mode, method, execute mode) the fields it reads.
+From the two this module builds one schema per kind (``delay_profile_schema_mixture``: the mixture's keys only,
+the defaults of the dataclass), which each YAML option extends through its defaults list::
+
+    # rtc_sweep/conf/delay_profile/long_tail.yaml
+    defaults:
+      - /delay_profile_schema_mixture@_here_
+      - _self_
+    name: long_tail
+    ...
+
+So ``--help`` and ``--cfg job`` show the chosen option's keys, and ``method=naive method.n_samples=4`` fails at
+composition naming ``method.n_samples``. ``to_job_config`` converts the composed config into the frozen
+dataclasses, checking each group's keys against its kind once more (an option without a schema, a loaded
+``.hydra/config.yaml``, a changed ``mode``); ``validate`` then checks every value and resolves what the loaders
+need (policy files, a trace file read) once, still before JAX compiles anything.
+
+This module imports only Hydra, OmegaConf and the JAX-free ``core/options.py`` at the top: ``--help``, ``--cfg``
+and tab completion stay fast, and JAX is not imported before ``runtime.configure_host_devices`` has run.
 """
 
 from __future__ import annotations
@@ -14,19 +31,69 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
+import types
 import typing
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
+from rtc_sweep.core.options import DELAY_GROUP, EXECUTE_GROUP, METHOD_GROUP, OPTION_GROUPS, OptionGroup, config_keys
 from rtc_sweep.errors import ConfigError
 
 if TYPE_CHECKING:
     from rtc_sweep.core.run_config import RunConfig
 
 SCHEMA_NAME = "rtc_sweep_schema"
+T = TypeVar("T")
+
+
+def _schema_type(hint: Any) -> Any:
+    """A runtime field's type as OmegaConf takes it: tuples become lists (``tuple[int, ...] | None``: ``list[int] |
+    None``)."""
+    if isinstance(hint, types.UnionType):
+        args = [_schema_type(a) for a in typing.get_args(hint)]
+        out = args[0]
+        for a in args[1:]:
+            out = out | a
+        return out
+    if typing.get_origin(hint) is tuple:
+        item, _ = typing.get_args(hint)
+        return list[item]  # type: ignore[valid-type]
+    return hint
+
+
+def _schema_default(default: Any) -> Any:
+    if isinstance(default, tuple):
+        return field(default_factory=lambda default=default: list(default))
+    return field(default=default)
+
+
+def option_schema(group: OptionGroup, kind: str) -> type:
+    """The Hydra schema of one kind of option: the fields ``group.keys[kind]`` of the group's dataclass, in their
+    order, with their defaults (the selector's is ``kind``)."""
+    hints = typing.get_type_hints(group.fields)
+    keys = group.keys[kind]
+    fields = [
+        (f.name, _schema_type(hints[f.name]), _schema_default(kind if f.name == group.selector else f.default))
+        for f in dataclasses.fields(group.fields)
+        if f.name in keys
+    ]
+    name = "".join(part.capitalize() for part in (*group.key.split("_"), *kind.split("_")))  # DelayProfileMixture
+    schema = dataclasses.make_dataclass(name, fields)
+    schema.__module__ = __name__
+    return schema
+
+
+# group -> kind -> its schema (delay_profile -> mixture -> DelayProfileMixture)
+OPTION_SCHEMAS: dict[str, dict[str, type]] = {g.key: {k: option_schema(g, k) for k in g.keys} for g in OPTION_GROUPS}
+# Module attributes too: a composed config holds them as its nodes' types, and pickles them by name (submitit).
+globals().update({schema.__name__: schema for kinds in OPTION_SCHEMAS.values() for schema in kinds.values()})
+_KIND_OF_SCHEMA: dict[type, tuple[OptionGroup, str]] = {
+    schema: (g, kind) for g in OPTION_GROUPS for kind, schema in OPTION_SCHEMAS[g.key].items()
+}
 
 
 @dataclass
@@ -34,61 +101,20 @@ class LevelSchema:
     name: str = "grasp_easy"  # a benchmark level (level=<name> picks it) or a path to a level JSON (level.name=x.json)
 
 
-@dataclass
-class DelayProfileSchema:
-    name: str = "custom"  # label written to results.csv as `profile` (each delay_profile option sets its own)
-    mode: str = "mixture"  # fixed | mixture | trace | lognormal | pareto | loglogistic | measured
-    fixed_delay: int = 0  # ticks >= 0, mode fixed: every inference takes this long
-    base_delays: list[int] = field(default_factory=lambda: [0, 1])  # ticks >= 0, mode mixture: support of the base
-    base_probs: list[float] = field(default_factory=lambda: [0.9, 0.1])  # mode mixture: their probabilities, sum 1
-    p_spike: float = 0.0  # [0, 1]: chance a draw is a spike of d_spike ticks instead of a base draw (not trace)
-    d_spike: int = 4  # ticks >= 0: the delay of a spike
-    tail_cap: int | None = None  # ticks >= 0: hard cap applied to every draw last (tail control); null = no cap
-    spike_drop_prob: float = 0.0  # [0, 1]: chance a spike is dropped and the base draw kept instead
-    dt_ms: float = 1000 / 30  # ms > 0: controller period, converts the ms-based modes to ticks (30 Hz)
-    trace_ms: list[float] | None = None  # mode trace: inline latencies in ms (or give trace_path)
-    trace_path: str | None = None  # mode trace: latency file (ms), one per line; relative paths may name a shipped one
-    median_ms: float = 40.0  # ms > 0, modes lognormal and loglogistic: median latency
-    sigma: float = 0.5  # > 0, mode lognormal: std of the log-latency (larger = heavier tail)
-    scale_ms: float = 20.0  # ms > 0, mode pareto: minimum latency x_m
-    alpha: float = 2.0  # > 0, modes pareto and loglogistic: tail index (smaller = heavier tail; infinite mean at <= 1)
-    scope: str = "env"  # env: an independent delay stream per environment; batch: one draw shared by all envs
-    control_hz: float | None = None  # Hz > 0: controller rate; when set, the ms-based modes use dt_ms = 1000 / it
-    deadline: int | None = None  # ticks >= 1: a chunk later than this is abandoned and a new inference starts; null
-    batch: int = 1  # mode measured: batch size of the timed sampler calls (1 = one robot, the deployment case)
-    calls: int = 200  # mode measured: timed calls after the warm-up (1..16384)
-    latency_scale: float = 1.0  # mode measured: factor on the measured ms (> 0; e.g. 4 for a 4x slower device)
-    system: str = "none"  # mode measured: system part added to each draw: none or an iid preset (stalls, network_rtt)
-    warmup_cycles: int = 0  # >= 0: the first cycles of every episode are warm-up cycles (any mode)
-    warmup_factor: float = 1.0  # >= 1: a warm-up cycle takes ceil(warmup_factor * d) ticks
-
-
-@dataclass
-class MethodSchema:
-    name: str = "naive"  # naive | realtime | hard_masking | bid | training_time | temporal_ensembling
-    prefix_attention_schedule: str = "exp"  # realtime: guidance weights over the chunk (exp | linear | ones | zeros)
-    max_guidance_weight: float = 5.0  # realtime / hard_masking: β, the cap on the guidance weight (> 0)
-    n_samples: int = 16  # bid: candidate chunks per inference (>= 1)
-    bid_k: int | None = None  # bid: forward-contrast set size (1..n_samples); null = backward coherence only
-    weak_checkpoint: str | None = None  # bid: weak policy file (or rtc-assets:<run>/<step>) for the forward contrast
-    te_decay: float = 0.01  # temporal_ensembling: ACT's m (>= 0), weights exp(-m·i) over chunks, i = 0 the oldest
-
-
-@dataclass
-class ExecutePolicySchema:
-    # fixed: execute execute_horizon actions per chunk; adaptive: s_k = clip(max(d̂_k, s_min), 1, H); synchronous:
-    # inference blocks the controller (the fallback for d_k ticks, then execute_horizon actions; L_k = d_k + s)
-    mode: str = "fixed"  # fixed | adaptive | synchronous, as above
-    execute_horizon: int = 4  # s, fixed and synchronous modes: actions executed per chunk (1..H)
-    s_min: int = 1  # adaptive: the smallest execute horizon (1..H)
-    estimator: str = "oracle"  # d̂_k the method plans for: oracle (true delay) | max_recent (max of last buffer_size)
-    buffer_size: int = 4  # max_recent: how many observed delays it remembers (>= 1)
-    prior_delay: int = 0  # max_recent: the estimate before any delay was observed (ticks >= 0)
-    starvation: str = "zero"  # action when the chunk runs dry: zero (the reference's padding) | hold (repeat last)
+# model._target_ of the benchmark's MLP-mixer (rtc_sweep/core/policy.py MIXER_TARGET; named here without importing JAX)
+MIXER_TARGET = "rtc_sweep.core.policy.MixerPolicy"
 
 
 @dataclass
 class ModelSchema:
+    """The mixer's keys (``model._target_`` unset or ``MIXER_TARGET``), with their defaults.
+
+    The ``model`` node itself is untyped (``RtcSweepSchema.model``): a network of one's own
+    (``model._target_=my_pkg.MyPolicy``) brings keys of its own, which its constructor's signature types.
+    ``policy.model_from_config`` checks every key against the class (these for the mixer) before anything compiles,
+    naming ``model.<key>`` and the keys allowed.
+    """
+
     action_chunk_size: int = 8  # H: actions per chunk
     channel_dim: int = 256  # width of each action token and of the time embedding
     channel_hidden_dim: int = 512  # hidden width of the channel-mixing MLP
@@ -100,10 +126,12 @@ class ModelSchema:
 @dataclass
 class RtcSweepSchema:
     level: LevelSchema = field(default_factory=LevelSchema)  # which level to evaluate on
-    delay_profile: DelayProfileSchema = field(default_factory=DelayProfileSchema)  # the law of the inference delay
-    method: MethodSchema = field(default_factory=MethodSchema)  # how a new chunk is sampled given the old one
-    execute_policy: ExecutePolicySchema = field(default_factory=ExecutePolicySchema)  # actions run per chunk
-    model: ModelSchema = field(default_factory=ModelSchema)  # the flow network's shape (must match the checkpoint)
+    # The three option groups: each option's schema types its keys (OPTION_SCHEMAS); an empty node is the defaults
+    delay_profile: Any = field(default_factory=dict)  # the law of the inference delay (core/options.py DelayFields)
+    method: Any = field(default_factory=dict)  # how a new chunk is sampled given the old one (MethodConfig)
+    execute_policy: Any = field(default_factory=dict)  # how many actions of each chunk run (ExecutePolicy)
+    # The flow network: model._target_ (default the mixer) and its keys (ModelSchema's, or a user class's own)
+    model: Any = field(default_factory=lambda: {"_target_": MIXER_TARGET})  # must match the checkpoint
     seed: int = 0  # the whole run (initial states, flow noise, delay draws, random init) is a function of it
     num_evals: int = 256  # environments (episodes) per level; the benchmark uses 2048
     num_flow_steps: int = 5  # Euler steps of the flow sampler
@@ -120,8 +148,14 @@ class RtcSweepSchema:
 
 
 def register_configs() -> None:
-    """Put the schema into Hydra's ConfigStore (idempotent); rtc_sweep/conf/config.yaml builds on it."""
-    ConfigStore.instance().store(name=SCHEMA_NAME, node=RtcSweepSchema)
+    """Put the schemas into Hydra's ConfigStore (idempotent): the root one, which rtc_sweep/conf/config.yaml builds
+    on, and one per kind of option, which the YAML options extend. They are stored outside the groups, so that
+    ``--help`` and tab completion list the options only."""
+    store = ConfigStore.instance()
+    store.store(name=SCHEMA_NAME, node=RtcSweepSchema)
+    for group in OPTION_GROUPS:
+        for kind, schema in OPTION_SCHEMAS[group.key].items():
+            store.store(name=group.schema_name(kind), node=schema)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -138,34 +172,34 @@ class JobConfig:
 
 
 def to_job_config(cfg: DictConfig | RtcSweepSchema) -> JobConfig:
-    """The composed config (a DictConfig on the schema, or the schema object) as frozen runtime dataclasses."""
+    """The composed config (a DictConfig on the schema, or the schema object) as frozen runtime dataclasses.
+
+    Raises ``ConfigError`` for a group key that the option's kind does not read, naming it and the kind's keys.
+    """
     from rtc_sweep.core.delays import DelayProfile
-    from rtc_sweep.core.policy import ModelConfig
+    from rtc_sweep.core.policy import model_from_config
     from rtc_sweep.core.run_config import ExecutePolicy, RunConfig
     from rtc_sweep.core.samplers import MethodConfig
 
-    if isinstance(cfg, DictConfig):
-        # Merging onto the schema types a plain DictConfig too (a loaded .hydra/config.yaml, a test's dict).
-        typed = OmegaConf.merge(OmegaConf.structured(RtcSweepSchema), cfg)
-        schema = OmegaConf.to_object(typed)
-    else:
-        schema = cfg
+    if not isinstance(cfg, DictConfig):
+        cfg = OmegaConf.structured(cfg)
+    # Merging onto the schema types a plain DictConfig too (a loaded .hydra/config.yaml, a test's dict); the option
+    # groups are typed by their kind's schema (_option).
+    typed = OmegaConf.merge(OmegaConf.structured(RtcSweepSchema), cfg)
+    schema = OmegaConf.to_object(typed)
     assert isinstance(schema, RtcSweepSchema), type(schema)
+    assert isinstance(typed, DictConfig)
 
-    delay = dataclasses.asdict(schema.delay_profile)
-    for key in ("base_delays", "base_probs", "trace_ms"):
-        if delay[key] is not None:
-            delay[key] = tuple(delay[key])
     run = RunConfig(
         level=schema.level.name,
         seed=schema.seed,
         num_evals=schema.num_evals,
         num_flow_steps=schema.num_flow_steps,
         checkpoint=schema.checkpoint,
-        delay=DelayProfile(**delay),
-        method=MethodConfig(**dataclasses.asdict(schema.method)),
-        execute=ExecutePolicy(**dataclasses.asdict(schema.execute_policy)),
-        model=ModelConfig(**dataclasses.asdict(schema.model)),
+        delay=_option(DELAY_GROUP, typed.delay_profile, DelayProfile),
+        method=_option(METHOD_GROUP, typed.method, MethodConfig),
+        execute=_option(EXECUTE_GROUP, typed.execute_policy, ExecutePolicy),
+        model=model_from_config(schema.model),  # the mixer's ModelConfig, or a network.NetworkConfig
         action_noise_std=schema.action_noise_std,
         micro_batch=schema.micro_batch,
         max_timesteps=schema.max_timesteps,
@@ -181,14 +215,60 @@ def to_job_config(cfg: DictConfig | RtcSweepSchema) -> JobConfig:
     )
 
 
+def _option(group: OptionGroup, node: Any, runtime: type[T]) -> T:
+    """A group's node as its runtime dataclass: the keys its kind reads, typed by the kind's schema; the fields the
+    kind does not read keep their defaults."""
+    if not isinstance(node, DictConfig):
+        raise ConfigError(group.key, f"{node!r}; allowed: an option ({group.key}=<name>) or its keys")
+    kind = node.get(group.selector, getattr(group.fields, group.selector))
+    if kind not in group.keys:
+        raise ConfigError(f"{group.key}.{group.selector}", f"{kind!r}; allowed: {', '.join(group.keys)}")
+    allowed = group.keys[kind]
+    extra = [str(k) for k in node if k not in allowed]
+    if extra:
+        built_for = _KIND_OF_SCHEMA.get(OmegaConf.get_type(node))  # type: ignore[arg-type]
+        if built_for is not None and built_for[1] != kind:  # e.g. delay_profile=long_tail delay_profile.mode=lognormal
+            raise ConfigError(
+                f"{group.key}.{group.selector}",
+                f"{kind!r} on an option of {group.selector} {built_for[1]}, whose keys {', '.join(extra)} {kind} does "
+                f"not read; allowed: {built_for[1]}, or an option of {group.selector} {kind}",
+            )
+        raise ConfigError(
+            f"{group.key}.{extra[0]}",
+            f"not a key of {group.selector} {kind} (it does not read it); allowed keys: {', '.join(allowed)}",
+        )
+    try:
+        values = OmegaConf.to_container(OmegaConf.merge(OmegaConf.structured(OPTION_SCHEMAS[group.key][kind]), node))
+    except OmegaConfBaseException as e:  # an option without a schema (a user's YAML), a loaded config: a wrong type
+        raise ConfigError(f"{group.key}.{e.full_key}", " ".join(str(e).split("\n")[0].split())) from e
+    assert isinstance(values, dict)
+    return runtime(**{str(k): v for k, v in values.items()})
+
+
+def unknown_key(error: BaseException) -> ConfigError | None:
+    """A composition error for a key the chosen option does not carry (``method=naive method.n_samples=4``), as a
+    ``ConfigError`` naming the key and the option's keys; None for any other error."""
+    e: BaseException | None = error
+    while e is not None and not isinstance(e, ConfigAttributeError | ConfigKeyError):
+        e = e.__cause__ or e.__context__
+    built_for = _KIND_OF_SCHEMA.get(e.object_type) if isinstance(e, OmegaConfBaseException) else None  # type: ignore
+    if e is None or built_for is None:
+        return None
+    group, kind = built_for
+    return ConfigError(
+        e.full_key, f"not a key of {group.key} {group.selector} {kind}; allowed keys: {', '.join(group.keys[kind])}"
+    )
+
+
 def in_reference_grid(run: RunConfig) -> bool:
     """The RTC paper's fixed-delay grid: d <= s <= H - d (s >= 1), so that nothing starves or stretches."""
     d, s, H = run.delay.fixed_delay, run.execute.execute_horizon, run.model.action_chunk_size
     return d <= s <= H - d
 
 
-def validate(job: JobConfig) -> None:
-    """Every check that needs no compile; raises ``ConfigError`` naming the key."""
+def validate(job: JobConfig) -> JobConfig:
+    """Every check that needs no compile, once, at the boundary; returns the job with its run resolved (the policy
+    files found, a trace file read: ``evaluate.validate``). Raises ``ConfigError`` naming the key."""
     from rtc_sweep.sweep.evaluate import validate as validate_run
 
     if job.reference_grid_only and (
@@ -199,7 +279,7 @@ def validate(job: JobConfig) -> None:
             f"true needs delay_profile.mode=fixed and execute_policy.mode=fixed or synchronous (got "
             f"{job.run.delay.mode!r}, {job.run.execute.mode!r}); allowed: false otherwise",
         )
-    validate_run(job.run)
+    return dataclasses.replace(job, run=validate_run(job.run))
 
 
 # Runtime field -> the key users type (interface.md); everything else keeps its field name.
@@ -212,11 +292,11 @@ def config_columns(run: RunConfig) -> dict[str, Any]:
     Lists become JSON text so that a CSV cell holds them and they read back unambiguously.
     """
     out: dict[str, Any] = {}
-    for f in dataclasses.fields(run):
+    for f in config_keys(run):
         value = getattr(run, f.name)
         key = _USER_KEYS.get(f.name, f.name)
         if dataclasses.is_dataclass(value):
-            for sub in dataclasses.fields(value):
+            for sub in config_keys(value):
                 out[f"{key}.{sub.name}"] = _cell(getattr(value, sub.name))
         else:
             out[key] = _cell(value)
@@ -240,10 +320,16 @@ _INT_RANGE = re.compile(r"^(?P<prefix>\+{0,2})(?P<key>[\w.]+)=(?P<lo>\d+)-(?P<hi
 
 
 def int_keys(schema: type = RtcSweepSchema, prefix: str = "") -> set[str]:
-    """Dotted keys of the schema's integer fields (where ``a-b`` can only mean a range)."""
+    """Dotted keys of the schema's integer fields (where ``a-b`` can only mean a range); an option group's are
+    those of any of its kinds."""
     keys: set[str] = set()
     for name, hint in typing.get_type_hints(schema).items():
-        if dataclasses.is_dataclass(hint):
+        if schema is RtcSweepSchema and name in OPTION_SCHEMAS:
+            for option in OPTION_SCHEMAS[name].values():
+                keys |= int_keys(option, f"{prefix}{name}.")
+        elif schema is RtcSweepSchema and name == "model":  # untyped (a user network's keys); the mixer's are known
+            keys |= int_keys(ModelSchema, f"{prefix}{name}.")
+        elif dataclasses.is_dataclass(hint):
             keys |= int_keys(hint, f"{prefix}{name}.")  # type: ignore[arg-type]
         elif hint in (int, int | None):
             keys.add(f"{prefix}{name}")

@@ -43,15 +43,31 @@ def default_checkpoint(level: str, model: Any) -> Path | None:
     return path if path.is_file() else None
 
 
-def _check_file(key: str, path: str | None) -> None:
-    if path is not None and path != "random" and not Path(path).expanduser().is_file():
-        raise ConfigError(key, f"file {path} does not exist (give a policy .pkl in the benchmark layout, or 'random')")
+def _policy_file(key: str, value: str, level: str, model: Any) -> str:
+    """The file a checkpoint value names, found once: ``~`` expanded and a relative path made absolute, or
+    ``rtc-assets:<run>/<step>`` fetched and checked to load; ``random`` stays. Raises ConfigError(key)."""
+    from rtc_sweep.core.assets import is_asset_ref, resolve_checkpoint
+
+    if value == "random":
+        return value
+    if is_asset_ref(value):
+        return str(resolve_checkpoint(value, level, model, key))  # the cached file
+    path = Path(value).expanduser().absolute()
+    if not path.is_file():
+        raise ConfigError(key, f"file {value} does not exist (give a policy .pkl in the benchmark layout, or 'random')")
+    return str(path)
 
 
-def validate(cfg: RunConfig) -> None:
-    """Every check that needs no compile. Raises ConfigError naming the key."""
+def validate(cfg: RunConfig) -> RunConfig:
+    """Every check that needs no compile, once: returns ``cfg`` resolved, with the policy files the loaders open
+    (``checkpoint_file``, ``weak_checkpoint_file``) and a trace file read (``DelayProfile.resolved``). Raises
+    ConfigError naming the key. A config this returned passes through unchecked (``prepare`` calls it too, for the
+    callers that skip the boundary, sweep/config.py ``validate``)."""
     from rtc_sweep.core.kinetix_env import level_name
+    from rtc_sweep.core.options import is_checked, mark_checked
 
+    if is_checked(cfg):
+        return cfg
     if cfg.num_evals < 1:
         raise ConfigError("num_evals", f"{cfg.num_evals}; allowed: >= 1")
     if cfg.num_flow_steps < 1:
@@ -63,10 +79,9 @@ def validate(cfg: RunConfig) -> None:
     if cfg.action_noise_std < 0:
         raise ConfigError("action_noise_std", f"{cfg.action_noise_std}; allowed: >= 0")
     H = cfg.model.action_chunk_size
-    for key in ("action_chunk_size", "channel_dim", "channel_hidden_dim", "token_hidden_dim", "num_layers"):
-        if getattr(cfg.model, key) < 1:
-            raise ConfigError(f"model.{key}", f"{getattr(cfg.model, key)}; allowed: >= 1")
-    cfg.delay.validate()
+    cfg.model.validate()  # model.<key>: the mixer's sizes >= 1 (ModelConfig), a network of one's own's H (network.py)
+    delay = cfg.delay.resolved()  # mode trace: its file read, here only
+    delay.validate()
     cfg.method.validate()
     cfg.execute.validate(H)
     if cfg.method.name == "temporal_ensembling" and cfg.execute.mode == "synchronous":
@@ -82,21 +97,25 @@ def validate(cfg: RunConfig) -> None:
             "checkpoint fine-tuned that way",
         )
     name = level_name(cfg.level)
-    from rtc_sweep.core.assets import (
-        resolve_checkpoint,  # rtc-assets:<run>/<step> -> the cached file, fetched and checked
+    if cfg.checkpoint is None:
+        checkpoint_file = default_checkpoint(name, cfg.model)
+        if checkpoint_file is None:
+            raise ConfigError(
+                "checkpoint",
+                f"no shipped policy for level {name!r} with this model (shipped: {shipped_checkpoints() or 'none'}); "
+                "give checkpoint=<path to .pkl> or checkpoint=random",
+            )
+    else:
+        checkpoint_file = _policy_file("checkpoint", cfg.checkpoint, name, cfg.model)
+    weak = cfg.method.weak_checkpoint
+    resolved = dataclasses.replace(
+        cfg,
+        delay=delay,
+        checkpoint_file=str(checkpoint_file),
+        weak_checkpoint_file=None if weak is None else _policy_file("method.weak_checkpoint", weak, name, cfg.model),
     )
-
-    _check_file("checkpoint", resolve_checkpoint(cfg.checkpoint, name, cfg.model))
-    if cfg.checkpoint is None and default_checkpoint(name, cfg.model) is None:
-        raise ConfigError(
-            "checkpoint",
-            f"no shipped policy for level {name!r} with this model (shipped: {shipped_checkpoints() or 'none'}); "
-            "give checkpoint=<path to .pkl> or checkpoint=random",
-        )
-    _check_file(
-        "method.weak_checkpoint",
-        resolve_checkpoint(cfg.method.weak_checkpoint, name, cfg.model, "method.weak_checkpoint"),
-    )
+    mark_checked(resolved)
+    return resolved
 
 
 def shipped_checkpoints() -> list[str]:
@@ -104,14 +123,19 @@ def shipped_checkpoints() -> list[str]:
 
 
 def load_params(cfg: RunConfig, path: str | None, obs_dim: int, action_dim: int, salt: int = 0) -> Any:
+    """The params of ``cfg.model`` (any model spec, ``core/network.py``): fresh from the seed for ``random``, else
+    the policy file, checked against the network. A network named by ``model._target_`` is first built abstractly
+    (no compile) and checked against the interface: a ``ConfigError("model._target_")`` says what does not fit."""
     import jax
 
+    from rtc_sweep.core import network
     from rtc_sweep.core.checkpoint import load_policy
     from rtc_sweep.core.kinetix_env import level_name
-    from rtc_sweep.core.policy import init_params
 
-    if path == "random":
-        return init_params(jax.random.fold_in(jax.random.key(cfg.seed), 1000 + salt), obs_dim, action_dim, cfg.model)
+    if isinstance(cfg.model, network.NetworkConfig):
+        network.check_policy(cfg.model, obs_dim, action_dim)
+    if path == "random":  # the mixer's is the benchmark's own draw (init_params), as it always was
+        return network.init(cfg.model, jax.random.fold_in(jax.random.key(cfg.seed), 1000 + salt), obs_dim, action_dim)
     if path is None:
         path = str(default_checkpoint(level_name(cfg.level), cfg.model))
     from rtc_sweep.core.assets import cached_file, is_asset_ref
@@ -139,13 +163,13 @@ def prepare(cfg: RunConfig, record_actions: bool = False) -> Prepared:
     from rtc_sweep.core import kinetix_env
     from rtc_sweep.core.timeline import ExecuteArrays, RolloutSpec
 
-    validate(cfg)
+    cfg = validate(cfg)  # at once when the boundary has (app.run): the policy files found, a trace read there
     level = kinetix_env.load_level(cfg.level)
     env = kinetix_env.make_env(level.static_params, action_noise_std=cfg.action_noise_std)
     env_params = kinetix_env.env_params(level, cfg.max_timesteps)
     obs_dim, action_dim = env.obs_dim(level.params), env.action_dim
-    params = load_params(cfg, cfg.checkpoint, obs_dim, action_dim)
-    weak = cfg.method.weak_checkpoint if cfg.method.name == "bid" else None
+    params = load_params(cfg, cfg.checkpoint_file, obs_dim, action_dim)
+    weak = cfg.weak_checkpoint_file if cfg.method.name == "bid" else None
     weak_params = load_params(cfg, weak, obs_dim, action_dim, salt=1) if weak else None
     spec = RolloutSpec(
         env=env,

@@ -7,8 +7,10 @@ expands the sweep into its jobs exactly as Hydra's ``BasicSweeper`` will (``hydr
 ``+experiment`` preset, then the command line's overrides; the ``a-b`` integer ranges were already rewritten by
 ``config.command_line``), composes each job's config as the launcher will, converts it (``to_job_config``) and
 checks it (``validate``), in the order ``app.run`` does: a job that ``app.run`` skips before validating
-(``compatible_only``, ``synchronous_naive_only``) is not checked. When any job is invalid it prints every such job
-with its overrides and the key, launches nothing and exits with code 2 (as a single invalid run does).
+(``compatible_only``, ``synchronous_naive_only``) is not checked. A job that does not compose because it sets a key
+its option does not carry (``method=realtime,naive method.max_guidance_weight=3``: naive has none) is reported with
+that key and the option's keys. When any job is invalid it prints every such job with its overrides and the key,
+launches nothing and exits with code 2 (as a single invalid run does).
 
 Nothing is compiled and no JAX backend is started; a few hundred jobs take a few seconds.
 """
@@ -52,7 +54,7 @@ EXIT_CODE = 2  # as a single run with an invalid config (rtc_sweep/__main__.py)
 class InvalidJob:
     index: int  # the job's number in the sweep (Hydra's #N)
     overrides: tuple[str, ...]  # the job's overrides, as Hydra launches it
-    key: str | None  # the offending key; None when the config did not compose
+    key: str | None  # the offending key; None when the config did not compose for another reason (a wrong type)
     message: str  # what is wrong and what is allowed
 
     def __str__(self) -> str:
@@ -197,6 +199,8 @@ def check_sweep(config: DictConfig, loader: ConfigLoader | None = None, isolate:
     by default when the launcher runs the jobs elsewhere (gpu_pool, slurm), not with Hydra's basic launcher, whose
     jobs run in this process, which imports JAX anyway.
     """
+    from rtc_sweep.sweep.config import unknown_key
+
     if loader is None:
         from hydra.core.global_hydra import GlobalHydra
 
@@ -214,7 +218,10 @@ def check_sweep(config: DictConfig, loader: ConfigLoader | None = None, isolate:
         try:
             composed.append((index, compose(overrides)))
         except (HydraException, OmegaConfBaseException) as e:
-            invalid.append(InvalidJob(index, tuple(overrides), None, _one_line(e)))
+            # A key the job's option does not carry (method=naive method.n_samples=4): named, with the option's keys.
+            named = unknown_key(e)
+            key, message = (named.key, named.message) if named else (None, _one_line(e))
+            invalid.append(InvalidJob(index, tuple(overrides), key, message))
     containers = [c for _, c in composed]
     outcomes = validate_jobs_in_child(containers) if isolate else validate_jobs(containers)
     checked = 0

@@ -29,8 +29,9 @@ import optax
 from tqdm import tqdm
 
 from rtc_sweep.core import kinetix_env as ke
+from rtc_sweep.core import network
 from rtc_sweep.core.checkpoint import load_policy, save_policy
-from rtc_sweep.core.policy import ModelConfig, Params, flow_loss, init_params
+from rtc_sweep.core.policy import ModelConfig, Params, flow_loss
 from rtc_sweep.train.io import load_pickle, save_pickle, write_json
 
 
@@ -85,16 +86,16 @@ def init_train_state(params: Params, optimizer: optax.GradientTransformation) ->
 
 
 def train_state_like(
-    obs_dim: int, action_dim: int, model: ModelConfig, optimizer: optax.GradientTransformation
+    obs_dim: int, action_dim: int, model: network.ModelSpec, optimizer: optax.GradientTransformation
 ) -> TrainState:
     """The structure and shapes of a fresh train state (no arrays made): what ``io.load_pickle`` restores into."""
     return jax.eval_shape(  # type: ignore[no-any-return]
-        lambda: init_train_state(init_params(jax.random.key(0), obs_dim, action_dim, model), optimizer)
+        lambda: init_train_state(network.init(model, jax.random.key(0), obs_dim, action_dim), optimizer)
     )
 
 
 def make_fit(
-    model: ModelConfig, optimizer: optax.GradientTransformation, batch_size: int, num_steps: int
+    model: network.ModelSpec, optimizer: optax.GradientTransformation, batch_size: int, num_steps: int
 ) -> Callable[[TrainState, jax.Array, Stream], tuple[TrainState, dict[str, jax.Array]]]:
     """Build jitted ``fit(state, key, stream) -> (state, metrics)``: ``num_steps`` gradient steps on random windows.
 
@@ -195,7 +196,7 @@ def train_flow(cfg: FlowBCConfig, progress: bool = True) -> list[dict[str, float
         if cfg.load_dir is not None:
             params = load_policy(Path(cfg.load_dir) / "policies" / name, cfg.model, obs_dim, action_dim)
         else:
-            params = init_params(jax.random.fold_in(key, 1), obs_dim, action_dim, cfg.model)
+            params = network.init(cfg.model, jax.random.fold_in(key, 1), obs_dim, action_dim)
         state = init_train_state(params, optimizer)
         start_epoch = 0
     device_stream = Stream(*(jnp.asarray(x) for x in stream))

@@ -48,8 +48,9 @@ import numpy as np
 from tqdm import tqdm
 
 from rtc_sweep.core import kinetix_env as ke
+from rtc_sweep.core import network
 from rtc_sweep.core.checkpoint import load_policy, save_policy
-from rtc_sweep.core.policy import MODEL_PRESETS, ModelConfig, Params, init_params
+from rtc_sweep.core.policy import MODEL_PRESETS, ModelConfig, Params
 from rtc_sweep.core.samplers import MethodConfig, sample_chunk
 from rtc_sweep.train.flow_bc import (
     OptimConfig,
@@ -98,10 +99,10 @@ class SelfImitationConfig:
     num_ticks: int = 256  # ticks per environment in every rollout (the level's max_timesteps)
 
 
-def perturbed_init(key: jax.Array, obs_dim: int, action_dim: int, model: ModelConfig, scale: float) -> Params:
+def perturbed_init(key: jax.Array, obs_dim: int, action_dim: int, model: network.ModelSpec, scale: float) -> Params:
     """A fresh policy with every parameter moved off its init (zero-init adaLN would make the net near-trivial)."""
     k_init, k_pert = jax.random.split(key)
-    params = init_params(k_init, obs_dim, action_dim, model)
+    params = network.init(model, k_init, obs_dim, action_dim)
     leaves, treedef = jax.tree.flatten(params)
     keys = jax.random.split(k_pert, len(leaves))
     moved = [
@@ -111,7 +112,7 @@ def perturbed_init(key: jax.Array, obs_dim: int, action_dim: int, model: ModelCo
     return jax.tree.unflatten(treedef, moved)
 
 
-def naive_chunk_fn(model: ModelConfig, num_flow_steps: int) -> ChunkFn:
+def naive_chunk_fn(model: network.ModelSpec, num_flow_steps: int) -> ChunkFn:
     def chunk(params: Params, obs: jax.Array, noise: jax.Array) -> jax.Array:
         zeros = jnp.zeros_like(noise)
         H = model.action_chunk_size
