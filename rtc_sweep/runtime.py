@@ -25,7 +25,7 @@ def configure_host_devices() -> None:
     if "jax" in sys.modules:
         import jax
 
-        if jax._src.xla_bridge.backends_are_initialized():  # type: ignore[attr-defined]
+        if jax._src.xla_bridge.backends_are_initialized():
             return
     n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     if n > 1:
@@ -140,21 +140,22 @@ class CompileLog:
         if event.startswith("/jax/compilation_cache/"):
             self._flags.add(event.rsplit("/", 1)[1])
 
-    def _on_duration(self, event: str, duration: float, **kwargs: Any) -> None:
+    def _on_duration(self, event: str, duration_secs: float, **kwargs: str | int) -> None:
         name = str(kwargs.get("fun_name", "?"))
         if name.startswith("jit(") and name.endswith(")"):  # trace events name the function, compile ones jit(it)
             name = name[4:-1]
         if event == "/jax/core/compile/jaxpr_trace_duration":
-            self._trace[name] = self._trace.get(name, 0.0) + duration
+            self._trace[name] = self._trace.get(name, 0.0) + duration_secs
         elif event == "/jax/core/compile/jaxpr_to_mlir_module_duration":
-            self._lower[name] = self._lower.get(name, 0.0) + duration
+            self._lower[name] = self._lower.get(name, 0.0) + duration_secs
         elif event == "/jax/core/compile/backend_compile_duration":
             f = self._flags
             cache = (
                 "hit" if "cache_hits" in f else "rejected" if _REJECTED.pop(name, False) else
                 "miss" if "cache_misses" in f else "unwritten" if "compile_requests_use_cache" in f else "off"
             )  # fmt: skip
-            self.programs.append(Program(name, self._trace.pop(name, 0.0), self._lower.pop(name, 0.0), duration, cache))
+            trace_s, lower_s = self._trace.pop(name, 0.0), self._lower.pop(name, 0.0)
+            self.programs.append(Program(name, trace_s, lower_s, duration_secs, cache))
             self._flags = set()
 
     def __enter__(self) -> CompileLog:

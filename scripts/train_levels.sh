@@ -16,19 +16,20 @@
 # Every stage resumes where it stopped; a failed level is logged in runs/levels/failed.txt and the next starts.
 #   bash scripts/train_levels.sh [level ...]
 #   env: MODES (3), GENS (20), POP (128), NOISE (4), EPOCHS (10), MIN_FIRST (0.5), MIN_CLOSED (0.05), SI_ITERS (6),
-#        SI_BELOW (0.85)
+#        SI_BELOW (0.85), GENS_MORE (40: when the first plan solves < MIN_FIRST but its last generation's population
+#        solved something, the search goes on to this many generations before the route is chosen)
 set -uo pipefail
 MODES=${MODES:-3}; GENS=${GENS:-20}; POP=${POP:-128}; NOISE=${NOISE:-4}; EPOCHS=${EPOCHS:-10}
-MIN_FIRST=${MIN_FIRST:-0.5}; MIN_CLOSED=${MIN_CLOSED:-0.05}; SI_ITERS=${SI_ITERS:-6}; SI_BELOW=${SI_BELOW:-0.85}
+GENS_MORE=${GENS_MORE:-40}; MIN_FIRST=${MIN_FIRST:-0.5}; MIN_CLOSED=${MIN_CLOSED:-0.05}; SI_ITERS=${SI_ITERS:-6}; SI_BELOW=${SI_BELOW:-0.85}
 levels=("$@")
 [ ${#levels[@]} -eq 0 ] && levels=(grasp_easy catapult car_launch trampoline chain_lander catcher_v3 \
     hard_lunar_lander cartpole_thrust h17_unicycle mjc_swimmer mjc_half_cheetah mjc_walker)
 stamp() { date +%s; }
 solved_of() { python -c "import json; print(json.load(open('$1'))['plan']['returned_episode_solved'])"; }
 at_least() { python -c "import sys; sys.exit(0 if $1 >= $2 else 1)"; }
-plan() {  # plan <run> <level> <seed>
+plan() {  # plan <run> <level> <seed> [generations]
   [ -f "$1/plan_s$3/stats.json" ] || python -m rtc_sweep.train task=plan level="$2" seed="$3" \
-    run_dir="$1/plan_s$3" task.generations="${GENS}" task.population="${POP}" task.elite=16 \
+    run_dir="$1/plan_s$3" task.generations="${4:-${GENS}}" task.population="${POP}" task.elite=16 \
     task.noise_seeds="${NOISE}" task.init_mean_std=0.5 task.eval_envs=$((POP * NOISE)) task.demo_envs=1024 \
     progress=false
 }
@@ -41,6 +42,12 @@ for level in "${levels[@]}"; do
     set -e  # (effective because the subshell's status is read after it, not in an || list)
     t0=$(stamp); plan "${run}" "${level}" 0; echo -e "plan_s0\t$(( $(stamp) - t0 ))" >> "${log}"
     first=$(solved_of "${run}/plan_s0/stats.json")
+    if ! at_least "${first}" "${MIN_FIRST}" && python -c "import json, sys; h = json.load(open('${run}/plan_s0/cem.json'))
+sys.exit(0 if len(h) < ${GENS_MORE} and h[-1]['population_solved'] > 0 else 1)"; then
+      t0=$(stamp); rm "${run}/plan_s0/stats.json"; plan "${run}" "${level}" 0 "${GENS_MORE}"
+      echo -e "plan_s0_more\t$(( $(stamp) - t0 ))" >> "${log}"
+      first=$(solved_of "${run}/plan_s0/stats.json")
+    fi
     if at_least "${first}" "${MIN_FIRST}"; then
       echo multimodal > "${run}/route"
       for ((k = 1; k < MODES; k++)); do

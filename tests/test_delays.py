@@ -34,21 +34,45 @@ def empirical(draws: np.ndarray, max_delay: int = MAX_DELAY) -> np.ndarray:
     return np.bincount(draws.ravel(), minlength=max_delay + 1) / draws.size
 
 
+def law(profile: delays.DelayProfile, max_delay: int, measured_ms: np.ndarray | None = None) -> np.ndarray:
+    """The exact pmf (float64, [max_delay + 1]) of one draw after spikes, spike drop and the cap: the tests' oracle.
+
+    Trace mode: the empirical distribution of the (capped) trace ticks, which is also the law of one draw
+    at a uniformly random offset. Mode measured: that of the measured ticks (``measured_ms``; 0 ticks when
+    not given) convolved with the system law. Either way the law of the cycles after the warm-up (warmup_cycles).
+    """
+    if profile.mode == "measured":
+        profile.validate()
+        ms = np.zeros(1) if measured_ms is None else np.asarray(measured_ms, np.float64)
+        measured = np.bincount(np.minimum(profile.measured_ticks(ms), max_delay), minlength=max_delay + 1)
+        system = profile.system_profile()
+        system_law = np.eye(max_delay + 1)[0] if system is None else law(system, max_delay)
+        pmf = np.convolve(measured / measured.sum(), system_law)
+        pmf[max_delay] += pmf[max_delay + 1 :].sum()
+        pmf = pmf[: max_delay + 1]
+    else:
+        p_kept_spike = float(profile.p_spike) * (1.0 - float(profile.spike_drop_prob))
+        pmf = (1.0 - p_kept_spike) * profile.base_pmf(max_delay)
+        pmf[min(int(profile.d_spike), max_delay)] += p_kept_spike
+    cap = profile.cap_ticks(max_delay)
+    pmf[cap] += pmf[cap + 1 :].sum()
+    pmf[cap + 1 :] = 0.0
+    return pmf
+
+
 # --- the law of one draw ------------------------------------------------------------------------------
 
 
 def test_law_long_tail_and_tail_controlled_by_hand():
-    np.testing.assert_allclose(delays.law(delays.PRESETS["long_tail"], 6), [0.855, 0.095, 0, 0, 0.05, 0, 0], atol=1e-12)
-    np.testing.assert_allclose(
-        delays.law(delays.PRESETS["tail_controlled"], 6), [0.855, 0.095, 0.05, 0, 0, 0, 0], atol=1e-12
-    )
+    np.testing.assert_allclose(law(delays.PRESETS["long_tail"], 6), [0.855, 0.095, 0, 0, 0.05, 0, 0], atol=1e-12)
+    np.testing.assert_allclose(law(delays.PRESETS["tail_controlled"], 6), [0.855, 0.095, 0.05, 0, 0, 0, 0], atol=1e-12)
 
 
 def test_law_spike_drop_and_fixed_and_uniform_by_hand():
     half_dropped = dataclasses.replace(delays.PRESETS["long_tail"], spike_drop_prob=0.5)
-    np.testing.assert_allclose(delays.law(half_dropped, 4), [0.9 * 0.975, 0.1 * 0.975, 0, 0, 0.025], atol=1e-12)
-    np.testing.assert_allclose(delays.law(delays.PRESETS["fixed"], 3), [0, 1, 0, 0])
-    np.testing.assert_allclose(delays.law(delays.PRESETS["uniform"], 5), [0.2] * 5 + [0])
+    np.testing.assert_allclose(law(half_dropped, 4), [0.9 * 0.975, 0.1 * 0.975, 0, 0, 0.025], atol=1e-12)
+    np.testing.assert_allclose(law(delays.PRESETS["fixed"], 3), [0, 1, 0, 0])
+    np.testing.assert_allclose(law(delays.PRESETS["uniform"], 5), [0.2] * 5 + [0])
 
 
 def test_law_lognormal_and_pareto_match_scipy():
@@ -56,25 +80,25 @@ def test_law_lognormal_and_pareto_match_scipy():
     cdf = scipy.stats.lognorm(s=lognormal.sigma, scale=lognormal.median_ms).cdf
     edges = DT * np.arange(MAX_DELAY)
     want = np.diff(np.concatenate([[0.0], cdf(edges), [1.0]]))
-    np.testing.assert_allclose(delays.law(lognormal, MAX_DELAY), want, atol=1e-12)
+    np.testing.assert_allclose(law(lognormal, MAX_DELAY), want, atol=1e-12)
 
     pareto = delays.PRESETS["pareto"]
     cdf = scipy.stats.pareto(b=pareto.alpha, scale=pareto.scale_ms).cdf
     want = np.diff(np.concatenate([[0.0], cdf(edges), [1.0]]))
-    np.testing.assert_allclose(delays.law(pareto, MAX_DELAY), want, atol=1e-12)
-    assert delays.law(pareto, MAX_DELAY)[1] == pytest.approx(1 - (20 / DT) ** 2)
+    np.testing.assert_allclose(law(pareto, MAX_DELAY), want, atol=1e-12)
+    assert law(pareto, MAX_DELAY)[1] == pytest.approx(1 - (20 / DT) ** 2)
 
 
 def test_mass_beyond_max_delay_goes_to_max_delay():
     pareto = delays.PRESETS["pareto"]
-    assert delays.law(pareto, 3)[3] == pytest.approx((pareto.scale_ms / (2 * DT)) ** pareto.alpha)
-    np.testing.assert_allclose(delays.law(delays.DelayProfile(mode="fixed", fixed_delay=9), 4), [0, 0, 0, 0, 1])
+    assert law(pareto, 3)[3] == pytest.approx((pareto.scale_ms / (2 * DT)) ** pareto.alpha)
+    np.testing.assert_allclose(law(delays.DelayProfile(mode="fixed", fixed_delay=9), 4), [0, 0, 0, 0, 1])
     np.testing.assert_allclose(
-        delays.law(dataclasses.replace(delays.PRESETS["long_tail"], d_spike=9), 3), [0.855, 0.095, 0, 0.05]
+        law(dataclasses.replace(delays.PRESETS["long_tail"], d_spike=9), 3), [0.855, 0.095, 0, 0.05]
     )
     for profile in delays.PRESETS.values():
         for max_delay in (0, 1, 5, MAX_DELAY):
-            pmf = delays.law(profile, max_delay)
+            pmf = law(profile, max_delay)
             assert pmf.shape == (max_delay + 1,)
             assert pmf.sum() == pytest.approx(1.0)
             assert (pmf >= 0).all()
@@ -83,9 +107,7 @@ def test_mass_beyond_max_delay_goes_to_max_delay():
 def test_law_of_trace_is_the_empirical_distribution_of_its_ticks():
     ticks = delays.PRESETS["trace_example"].trace_ticks()
     assert ticks.size == 200
-    np.testing.assert_allclose(
-        delays.law(delays.PRESETS["trace_example"], MAX_DELAY), np.bincount(ticks, minlength=33) / 200
-    )
+    np.testing.assert_allclose(law(delays.PRESETS["trace_example"], MAX_DELAY), np.bincount(ticks, minlength=33) / 200)
 
 
 # --- draws follow the law -----------------------------------------------------------------------------
@@ -105,7 +127,7 @@ ALL_PROFILES = {
 def test_empirical_distribution_of_100k_draws_matches_law(name):
     profile = ALL_PROFILES[name]
     draws = grid(profile)
-    emp, pmf = empirical(draws), delays.law(profile, MAX_DELAY)
+    emp, pmf = empirical(draws), law(profile, MAX_DELAY)
     n = draws.size
     assert 0.5 * np.abs(emp - pmf).sum() < 0.01
     np.testing.assert_array_less(np.abs(emp - pmf), 5 * np.sqrt(pmf * (1 - pmf) / n) + 1e-12)
@@ -342,7 +364,7 @@ def test_every_bad_value_is_a_config_error_naming_its_field(kwargs, field):
     with pytest.raises(ConfigError, match=rf"delay_profile\.{field}"):
         profile.arrays(MAX_DELAY)
     with pytest.raises(ConfigError, match=rf"delay_profile\.{field}"):
-        delays.law(profile, MAX_DELAY)
+        law(profile, MAX_DELAY)
 
 
 BAD_FILES = {
@@ -385,7 +407,7 @@ def test_a_trace_file_is_read_once_by_resolved_and_home_expands(tmp_path, monkey
     inline = delays.DelayProfile(mode="trace", trace_ms=(45.5, 100.0))
     for a, b in zip(loaded.arrays(MAX_DELAY), inline.arrays(MAX_DELAY), strict=True):
         np.testing.assert_array_equal(a, b)
-    np.testing.assert_allclose(delays.law(loaded, MAX_DELAY), delays.law(inline, MAX_DELAY))
+    np.testing.assert_allclose(law(loaded, MAX_DELAY), law(inline, MAX_DELAY))
     with pytest.raises(ConfigError, match=r"^delay_profile\.trace_path: cannot read"):
         profile.validate()  # the profile without the values: the file is gone
     with pytest.raises(ConfigError, match=r"^delay_profile\.trace_path: cannot read"):
@@ -460,7 +482,7 @@ def test_measured_replays_its_ticks_like_the_trace_of_the_same_ms():
         np.asarray(draw_grid(measured.arrays(MAX_DELAY, measured_ms=ms), key, envs, cycles)),
         np.asarray(draw_grid(trace.arrays(MAX_DELAY), key, envs, cycles)),
     )
-    np.testing.assert_allclose(delays.law(measured, MAX_DELAY, ms), delays.law(trace, MAX_DELAY))
+    np.testing.assert_allclose(law(measured, MAX_DELAY, ms), law(trace, MAX_DELAY))
     scaled = dataclasses.replace(measured, latency_scale=2.0)
     np.testing.assert_array_equal(scaled.measured_ticks(ms), [1, 2, 2, 3, 5, 10])
 
@@ -473,12 +495,12 @@ def test_measured_with_a_system_part_adds_the_iid_draw():
     )
     assert set(np.unique(draws)) == {3, 7}  # 2 + (1 or 5)
     assert abs((draws == 7).mean() - 0.25) < 0.02
-    np.testing.assert_allclose(delays.law(profile, 10, ms), np.eye(11)[3] * 0.75 + np.eye(11)[7] * 0.25)
+    np.testing.assert_allclose(law(profile, 10, ms), np.eye(11)[3] * 0.75 + np.eye(11)[7] * 0.25)
 
 
 def test_loglogistic_discretisation_is_exact():
     p = delays.PRESETS["network_rtt"]  # median 30 ms, alpha 5, 20 ms ticks
-    pmf = delays.law(p, 8)
+    pmf = law(p, 8)
     assert pmf[0] == 0
     assert pmf[1] == pytest.approx(1 / (1 + (20.0 / 30.0) ** -5.0))
     assert pmf[2] == pytest.approx(1 / (1 + (40.0 / 30.0) ** -5.0) - 1 / (1 + (20.0 / 30.0) ** -5.0))

@@ -19,7 +19,6 @@ from rtc_sweep.core.samplers import (
     nfe_per_chunk,
     noise_shape,
     sample_chunk,
-    sample_chunk_from_key,
 )
 from rtc_sweep.errors import ConfigError
 
@@ -210,11 +209,3 @@ def test_bid_needs_weak_params_with_k() -> None:
     inputs = _inputs()
     with pytest.raises(ValueError, match="weak_params"):
         sample_chunk(BID_WEAK, _params(), TINY, inputs["obs"], _noise(BID_WEAK), inputs["prev_chunk"], 1, 5, STEPS)
-
-
-def test_key_wrapper_draws_noise_of_the_right_shape() -> None:
-    inputs = _inputs()
-    key = jax.random.key(3)
-    out = sample_chunk_from_key(BID, _params(), TINY, key, inputs["obs"], inputs["prev_chunk"], 1, 5, STEPS)
-    noise = jax.random.normal(key, noise_shape(BID, B, H, A))
-    np.testing.assert_allclose(out, _call(BID, 1, 5, noise=noise), atol=1e-6, rtol=0)

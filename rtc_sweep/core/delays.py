@@ -215,7 +215,7 @@ class DelayProfile(DelayFields):
     def validate(self) -> None:
         """Raise ``ConfigError`` naming the first bad ``delay_profile.<field>`` and what is allowed.
 
-        A profile is checked once: once it has passed, later calls (``arrays``, ``law``) return at once.
+        A profile is checked once: once it has passed, later calls (``arrays``, ``base_pmf``) return at once.
         """
         if is_checked(self):
             return
@@ -432,36 +432,6 @@ def _checked_ms(latency_ms: np.ndarray | Sequence[float] | None) -> np.ndarray:
 
 _DEFAULT_DT_MS = 1000 / 30
 _DEFAULTS = {f.name: f.default for f in dataclasses.fields(DelayProfile)}
-
-
-def law(profile: DelayProfile, max_delay: int, measured_ms: np.ndarray | Sequence[float] | None = None) -> np.ndarray:
-    """The exact pmf (float64, [max_delay + 1]) of one draw after spikes, spike drop and the cap.
-
-    Trace mode: the empirical distribution of the (capped) trace ticks, which is also the law of one draw
-    at a uniformly random offset. Mode measured: that of the measured ticks (``measured_ms``; 0 ticks when
-    not given) convolved with the system law. Either way the law of the cycles after the warm-up (warmup_cycles).
-    """
-    if profile.mode == "measured":
-        profile.validate()
-        ms = np.zeros(1) if measured_ms is None else _checked_ms(measured_ms)
-        measured = np.bincount(np.minimum(profile.measured_ticks(ms), max_delay), minlength=max_delay + 1)
-        system = profile.system_profile()
-        system_law = np.eye(max_delay + 1)[0] if system is None else law(system, max_delay)
-        pmf = np.convolve(measured / measured.sum(), system_law)
-        pmf[max_delay] += pmf[max_delay + 1 :].sum()
-        pmf = pmf[: max_delay + 1]
-        cap = profile.cap_ticks(max_delay)
-        pmf[cap] += pmf[cap + 1 :].sum()
-        pmf[cap + 1 :] = 0.0
-        return pmf
-    base = profile.base_pmf(max_delay)
-    p_kept_spike = float(profile.p_spike) * (1.0 - float(profile.spike_drop_prob))
-    pmf = (1.0 - p_kept_spike) * base
-    pmf[min(int(profile.d_spike), max_delay)] += p_kept_spike
-    cap = profile.cap_ticks(max_delay)
-    pmf[cap] += pmf[cap + 1 :].sum()
-    pmf[cap + 1 :] = 0.0
-    return pmf
 
 
 def stream_key(seed_key: jax.Array, env_index: jax.Array | int, scope: str) -> jax.Array:

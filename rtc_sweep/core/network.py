@@ -190,7 +190,7 @@ def merge(definition: NnxDef, params: Params) -> Any:
 # A user's network: model._target_ and its keys
 
 
-def import_target(target: str) -> type:
+def import_target(target: str) -> type[Any]:
     """The class ``model._target_`` names; a ``ConfigError("model._target_")`` saying why when it is not one."""
     allowed = "allowed: the import path of an nnx.Module class (PYTHONPATH), e.g. rtc_sweep.core.policy.MixerPolicy"
     module_name, _, name = str(target).rpartition(".")
@@ -210,7 +210,7 @@ def import_target(target: str) -> type:
     return cls
 
 
-def constructor_keys(cls: type) -> tuple[dict[str, inspect.Parameter], bool]:
+def constructor_keys(cls: type[Any]) -> tuple[dict[str, inspect.Parameter], bool]:
     """The keys a network's constructor takes from the ``model`` node (not ``RUNNER_ARGS``), and whether it
     takes ``**kwargs``; a ``ConfigError("model._target_")`` when it lacks what the runner passes."""
     # The class's own __init__: nnx's metaclass makes inspect.signature(cls) read (*args, **kwargs).
@@ -291,7 +291,7 @@ class NetworkConfig:
         return nnx_def(self.policy_class(), obs_dim, action_dim, tuple(self.kwargs().items()))
 
     def bind(self, params: Params, obs_dim: int, action_dim: int) -> FlowPolicy:
-        return merge(self.definition(obs_dim, action_dim), params)  # type: ignore[no-any-return]
+        return merge(self.definition(obs_dim, action_dim), params)
 
     def init(self, key: jax.Array, obs_dim: int, action_dim: int) -> Params:
         return params_of(self.build(obs_dim, action_dim, nnx.Rngs(key)))
@@ -325,7 +325,7 @@ def _config_class(names: tuple[str, ...], constructor_keys: tuple[str, ...], cla
 def _rebuild_network_config(items: tuple[tuple[str, Any], ...], constructor_keys: tuple[str, ...]) -> NetworkConfig:
     target = dict(items)["_target_"]
     cls = _config_class(tuple(n for n, _ in items), constructor_keys, _config_name(target))
-    return cls(**dict(items))  # type: ignore[no-any-return]
+    return cls(**dict(items))
 
 
 def _config_name(target: str) -> str:
@@ -374,7 +374,7 @@ def network_config(target: str, node: Mapping[str, Any], ignore: Collection[str]
     except TypeError as e:
         raise ConfigError("model", f"the keys of {target} must be hashable values ({e})") from e
     spec.validate()
-    return spec  # type: ignore[no-any-return]
+    return spec
 
 
 def check_policy(model: ModelSpec, obs_dim: int, action_dim: int) -> None:

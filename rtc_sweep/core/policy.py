@@ -66,7 +66,7 @@ class ModelConfig:
 
     def bind(self, params: Params, obs_dim: int, action_dim: int) -> MixerPolicy:
         definition = network.nnx_def(MixerPolicy, obs_dim, action_dim, tuple(self.kwargs().items()))
-        return network.merge(definition, params)  # type: ignore[no-any-return]
+        return network.merge(definition, params)
 
     def init(self, key: jax.Array, obs_dim: int, action_dim: int) -> Params:
         return init_params(key, obs_dim, action_dim, self)
@@ -273,8 +273,9 @@ class MixerPolicy(nnx.Module):
         # in_proj sees [x_t, obs] at every position; being linear, it splits into the action part, per position,
         # and the observation part, once per sample and broadcast: the same sum, without H copies of the
         # observation's (wide) product.
-        kernel, bias = self.in_proj.kernel[...], self.in_proj.bias[...]
-        x = _matmul(x_t, kernel[:A]) + bias  # [B, H, C]
+        kernel, bias = self.in_proj.kernel[...], self.in_proj.bias
+        assert bias is not None  # in_proj has a bias (nnx.Linear's default)
+        x = _matmul(x_t, kernel[:A]) + bias[...]  # [B, H, C]
         x = x + _matmul(obs, kernel[A:])[:, None, :]
         for block in self.mlp_stack:
             x = block(x, cond, spread)
@@ -333,11 +334,6 @@ def velocity_with_prefix(
 
 # ---------------------------------------------------------------------------------------------------------------
 # Training loss
-
-
-def simulated_delay_probs(max_delay: int) -> jax.Array:
-    """Training-time RTC's delay distribution over {0..D-1}: p(d) ∝ exp(-d), e.g. D=5 -> [.636, .234, ...]."""
-    return jax.nn.softmax(-jnp.arange(max_delay, dtype=jnp.float32))
 
 
 def flow_loss(

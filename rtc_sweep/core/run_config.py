@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 
 from rtc_sweep.core.delays import DelayProfile
+from rtc_sweep.core.network import ModelSpec
 from rtc_sweep.core.options import ESTIMATORS as ESTIMATORS
 from rtc_sweep.core.options import EXECUTE_MODES as EXECUTE_MODES
 from rtc_sweep.core.options import MAX_BUFFER as MAX_BUFFER
@@ -30,7 +31,7 @@ class RunConfig:
     delay: DelayProfile = dataclasses.field(default_factory=DelayProfile)  # delay_profile: the inference delay's law
     method: MethodConfig = dataclasses.field(default_factory=MethodConfig)  # method: how a new chunk is sampled
     execute: ExecutePolicy = dataclasses.field(default_factory=ExecutePolicy)  # execute_policy: actions per chunk
-    model: ModelConfig = dataclasses.field(default_factory=ModelConfig)  # model: the flow network's shape
+    model: ModelSpec = dataclasses.field(default_factory=ModelConfig)  # model: the mixer's shape, or a NetworkConfig
     action_noise_std: float = 0.1  # std of the Gaussian noise the env adds to every commanded action
     micro_batch: int = 512  # environments per compiled rollout call (memory bound), sharded over devices
     max_timesteps: int = 256  # T: ticks that count per environment

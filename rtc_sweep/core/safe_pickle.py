@@ -56,7 +56,7 @@ def _safe_reconstruct(subtype: Any, shape: Any, dtype: Any) -> np.ndarray:
     if subtype is not np.ndarray:
         raise UnsafePickleError(f"an array of type {subtype!r}")
     # The dtype here is a placeholder ('b'); the real one arrives with BUILD (__setstate__), checked at the end.
-    return _reconstruct(np.ndarray, shape, dtype)  # type: ignore[no-any-return]
+    return _reconstruct(np.ndarray, shape, dtype)
 
 
 def _safe_scalar(dtype: Any, *args: Any) -> Any:
@@ -64,7 +64,7 @@ def _safe_scalar(dtype: Any, *args: Any) -> Any:
 
 
 def _safe_frombuffer(buf: Any, dtype: Any, shape: Any, order: Any) -> np.ndarray:
-    return _frombuffer(buf, _plain_dtype(dtype), shape, order)  # type: ignore[no-any-return]
+    return _frombuffer(buf, _plain_dtype(dtype), shape, order)
 
 
 def _latin1(text: Any, encoding: Any) -> bytes:

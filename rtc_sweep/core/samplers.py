@@ -258,31 +258,3 @@ def sample_chunk(
     if method.name == "training_time":
         return _training_time(policy, obs, noise, prev_chunk, d, num_flow_steps, plan_length)
     raise ValueError(f"unknown method {method.name!r}; allowed: {', '.join(METHODS)}")
-
-
-def sample_chunk_from_key(
-    method: MethodConfig,
-    params: Params,
-    model: ModelSpec,
-    key: jax.Array,
-    obs: jax.Array,
-    prev_chunk: jax.Array,
-    inference_delay: jax.Array,
-    prefix_attention_horizon: jax.Array,
-    num_flow_steps: int,
-    weak_params: Params | None = None,
-) -> jax.Array:
-    """``sample_chunk`` with its noise drawn from ``key`` (standard normal, ``noise_shape``)."""
-    noise = jax.random.normal(key, noise_shape(method, *prev_chunk.shape))
-    return sample_chunk(
-        method,
-        params,
-        model,
-        obs,
-        noise,
-        prev_chunk,
-        inference_delay,
-        prefix_attention_horizon,
-        num_flow_steps,
-        weak_params,
-    )

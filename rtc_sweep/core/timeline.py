@@ -35,10 +35,18 @@ temporal ensembling), and the next cycle starts at ``t_k + D`` from the observat
 (what the controller still has; the fallback once it runs dry) and D pushed as the observed delay. With no deadline
 every ``where`` on it selects the old values, bit for bit.
 
-Static (one compile each): the method, the model sizes, the batch shape, ``T``. Traced (one program serves a
-whole sweep): the delay profile's values, the execute policy (mode, horizon, s_min, estimator, buffer size,
-starvation fallback), temporal ensembling's decay, the level's state and params, the policy parameters and the
-seed.
+Training rolls out on this same scan (rtc_sweep/train/rollout.py), so a training log's solve rate is the
+evaluation's by construction. What it adds is off by default, and off the program is the evaluation's, bit for
+bit: a record of every tick's transition (``RolloutSpec.record_transitions``, static: the observation before the
+tick's action, the commanded action, done, solved, the running return and length), the env state every few ticks
+(``RolloutSpec.snapshot_every``, static: DAgger re-plans from those states), and exploration (``Exploration``,
+traced, given or not: a scale on the flow sampler's initial noise and extra Gaussian noise on every commanded
+action, from a stream of its own, so that the delay, flow-noise and env-noise draws stay those of the evaluation).
+
+Static (one compile each): the method, the model sizes, the batch shape, ``T``, what is recorded, whether
+exploration is given. Traced (one program serves a whole sweep): the delay profile's values, the execute policy
+(mode, horizon, s_min, estimator, buffer size, starvation fallback), temporal ensembling's decay, the level's state
+and params, the policy parameters, the seed and the exploration knobs.
 """
 
 from __future__ import annotations
@@ -53,14 +61,27 @@ import numpy as np
 from jax.sharding import Mesh, PartitionSpec
 
 from rtc_sweep.core import delays as delays_lib
+from rtc_sweep.core import kinetix_env
 from rtc_sweep.core.kinetix_env import Env, FirstEpisode
 from rtc_sweep.core.policy import ModelConfig
-from rtc_sweep.core.run_config import MAX_BUFFER, ExecutePolicy
+from rtc_sweep.core.run_config import MAX_BUFFER, ExecutePolicy, RunConfig
 from rtc_sweep.core.samplers import MethodConfig, noise_shape, sample_chunk
 
 # Independent random streams, each then keyed by environment index (and cycle or tick): none depends on the
 # method, the micro-batch size or the device count.
-_FLOW_NOISE, _ACTION_NOISE, _INIT_NOISE = 1, 2, 3  # the delay stream has its own tag in delays.stream_key
+_FLOW_NOISE, _ACTION_NOISE, _INIT_NOISE, _EXPLORE_NOISE = 1, 2, 3, 4  # the delay stream's tag: delays.stream_key
+
+
+class Exploration(NamedTuple):
+    """Traced exploration knobs of a training rollout (one program serves every value). A rollout given none runs
+    the evaluation's program; given ``Exploration.none()`` it runs another program with the same results."""
+
+    noise_scale: jax.Array  # [] float32, multiplies the flow sampler's initial noise of every chunk (1 = the policy's)
+    action_noise_std: jax.Array  # [] float32, extra Gaussian noise on every commanded action (the env's comes on top)
+
+    @staticmethod
+    def none() -> Exploration:
+        return Exploration(jnp.float32(1.0), jnp.float32(0.0))
 
 
 class ExecuteArrays(NamedTuple):
@@ -104,14 +125,90 @@ class RolloutSpec:
     obs_dim: int
     action_dim: int
     record_actions: bool = False  # also return the executed actions and starvation flags per tick (tests, video)
+    record_transitions: bool = False  # also return every tick's transition (PerEnv.record: training's data)
+    # > 0: also return the env state after every this many ticks, num_snapshots times (PerEnv.snapshots: DAgger)
+    snapshot_every: int = 0
+    num_snapshots: int = 0
 
     def __post_init__(self) -> None:
         # One program for every te_decay: the rollout reads it from ExecuteArrays, so it must not key the cache.
         object.__setattr__(self, "method", dataclasses.replace(self.method, te_decay=MethodConfig.te_decay))
+        every, n = self.snapshot_every, self.num_snapshots
+        if every < 0 or n < 0 or (every > 0) != (n > 0) or every * n > self.num_ticks:
+            raise ValueError(f"snapshot_every={every}, num_snapshots={n}: both 0, or both >= 1 with a product <= T")
 
     @property
     def ensembling(self) -> bool:
         return self.method.name == "temporal_ensembling"
+
+
+class Record(NamedTuple):
+    """Every tick's transition (``RolloutSpec.record_transitions``), env-major [B, T, ...]. Episodes auto-reset, so
+    one environment may play several; the running values restart after each ``done``."""
+
+    obs: jax.Array  # [B, T, O] float16, the observation at tick t, before its action (a cycle starting at t sees it)
+    action: jax.Array  # [B, T, A] float32, the commanded action (exploration noise included, the env's not)
+    done: jax.Array  # [B, T] bool, the episode ended with this tick's step
+    solved: jax.Array  # [B, T] bool, the goal reward fired on this tick's step
+    return_: jax.Array  # [B, T] float32, the episode's return so far (its return on done rows)
+    length: jax.Array  # [B, T] int32, the episode's length so far (its length on done rows)
+
+
+class Snapshots(NamedTuple):
+    """The env after ticks ``snapshot_every · (j + 1)``, ``j < num_snapshots`` (``RolloutSpec.snapshot_every``),
+    env-major [B, S, ...]."""
+
+    state: Any  # the Kinetix EnvState, leaves [B, S, ...]
+    obs: jax.Array  # [B, S, O] float16, the observation there (what the next tick's action is chosen at)
+    live: jax.Array  # [B, S] bool, the first episode had not ended yet
+    tick: jax.Array  # [B, S] int32, ticks the first episode has run (its elapsed time)
+
+
+class Setup(NamedTuple):
+    """A job's rollout apart from the policy: the static spec and the traced values the rollout takes."""
+
+    spec: RolloutSpec
+    level: kinetix_env.Level
+    env_params: Any
+    delay_arrays: delays_lib.DelayArrays
+    execute: ExecuteArrays
+
+
+def setup(cfg: RunConfig, record_actions: bool = False, record_transitions: bool = False, snapshot_every: int = 0,
+          num_snapshots: int = 0) -> Setup:  # fmt: skip
+    """The rollout of a checked ``RunConfig`` (its delay resolved), built one way for evaluation
+    (sweep/evaluate.py: ``prepare``) and training (train/rollout.py): the level, the env with the job's action
+    noise, ``max_timesteps`` ticks, the method, the delay law and the execute policy. Mode measured: the delay
+    arrays are a placeholder until its latencies are measured (evaluate does)."""
+    level = kinetix_env.load_level(cfg.level)
+    env = kinetix_env.make_env(level.static_params, action_noise_std=cfg.action_noise_std)
+    spec = RolloutSpec(
+        env=env,
+        method=cfg.method,
+        model=cfg.model,
+        num_flow_steps=cfg.num_flow_steps,
+        num_ticks=cfg.max_timesteps,
+        obs_dim=env.obs_dim(level.params),
+        action_dim=env.action_dim,
+        record_actions=record_actions,
+        record_transitions=record_transitions,
+        snapshot_every=snapshot_every,
+        num_snapshots=num_snapshots,
+    )
+    return Setup(
+        spec=spec,
+        level=level,
+        env_params=kinetix_env.env_params(level, cfg.max_timesteps),
+        delay_arrays=cfg.delay.arrays(cfg.max_timesteps),
+        execute=ExecuteArrays.from_config(cfg.execute, te_decay=cfg.method.te_decay),
+    )
+
+
+def batch_size(cfg: RunConfig) -> int:
+    """Environments per rollout call: ``micro_batch`` (at most ``num_evals``) rounded up to the device count. The
+    envs past ``num_evals`` of the last call are padding (their results are dropped)."""
+    n_dev = len(jax.devices())
+    return max(n_dev, -(-min(cfg.micro_batch, cfg.num_evals) // n_dev) * n_dev)
 
 
 class PerEnv(NamedTuple):
@@ -134,6 +231,8 @@ class PerEnv(NamedTuple):
     source: jax.Array | None  # [B, T, 2] int32, when record_actions: (cycle of the chunk, index in it) per
     # executed action; cycle -1 is the initial chunk, (-2, -2) a starved tick; temporal ensembling: the newest of
     # the chunks that voted
+    record: Record | None = None  # when record_transitions
+    snapshots: Snapshots | None = None  # when snapshot_every
 
 
 class _Ensemble(NamedTuple):
@@ -162,6 +261,7 @@ class _Carry(NamedTuple):
     last2: jax.Array  # [B, A] the one before
     stats: PerEnv
     ensemble: _Ensemble | None  # temporal ensembling only
+    episode: tuple[jax.Array, jax.Array] | None  # record_transitions only: the running episode's return and length
 
 
 def shift_left(chunk: jax.Array, n: jax.Array) -> jax.Array:
@@ -220,10 +320,16 @@ def ensemble_action(ens: _Ensemble, t: jax.Array, decay: jax.Array) -> jax.Array
     return jnp.sum(w[..., None] * pred, axis=1) / jnp.where(total > 0, total, 1.0)[:, None]
 
 
+def stream_keys(seed: jax.Array, env_index: jax.Array, stream: int) -> jax.Array:
+    """The per-environment keys of one of the streams above: [B] key arrays."""
+    base = jax.random.key(seed)
+    return jax.vmap(lambda e: jax.random.fold_in(jax.random.fold_in(base, stream), e))(env_index)
+
+
 def env_keys(seed: jax.Array, env_index: jax.Array, scope_batch: bool) -> tuple[jax.Array, ...]:
     """Per-environment stream keys (delay, flow noise, action noise, initial-chunk noise): [B] key arrays."""
     base = jax.random.key(seed)
-    per_env = lambda stream: jax.vmap(lambda e: jax.random.fold_in(jax.random.fold_in(base, stream), e))(env_index)
+    per_env = lambda stream: stream_keys(seed, env_index, stream)
     scope = "batch" if scope_batch else "env"
     delay = jax.vmap(lambda e: delays_lib.stream_key(base, e, scope))(env_index)
     return delay, per_env(_FLOW_NOISE), per_env(_ACTION_NOISE), per_env(_INIT_NOISE)
@@ -251,22 +357,29 @@ def rollout(
     env_index: jax.Array,
     scope_batch: bool = False,
     injected_delays: jax.Array | None = None,
+    explore: Exploration | None = None,
 ) -> PerEnv:
     """Roll out ``len(env_index)`` environments for ``spec.num_ticks`` ticks. Pure; jit it (see make_rollout).
 
     ``injected_delays`` [B, K] replaces the delay draws (cycle k of env b gets ``injected_delays[b, k]``): tests.
+    ``explore``: training's exploration (none: the evaluation's program).
     """
     H, A, T = spec.model.action_chunk_size, spec.action_dim, spec.num_ticks
     B = env_index.shape[0]
     delay_keys, flow_keys, action_keys, init_keys = env_keys(seed, env_index, scope_batch)
     naive = dataclasses.replace(spec.method, name="naive")
 
+    def noise(s: RolloutSpec, keys: jax.Array) -> jax.Array:
+        n = _noise(s, keys)
+        return n if explore is None else n * explore.noise_scale
+
     obs0, state0 = jax.vmap(lambda _: spec.env.reset(level_state))(env_index)
     zeros_i = jnp.zeros((B,), jnp.int32)
     init_chunk = sample_chunk(
-        naive, params, spec.model, obs0, _noise(dataclasses.replace(spec, method=naive), init_keys),
+        naive, params, spec.model, obs0, noise(dataclasses.replace(spec, method=naive), init_keys),
         jnp.zeros((B, H, A)), zeros_i, zeros_i, spec.num_flow_steps,
     )  # fmt: skip
+    explore_keys = None if explore is None else stream_keys(seed, env_index, _EXPLORE_NOISE)
 
     def draw(k: jax.Array) -> jax.Array:
         if injected_delays is not None:
@@ -315,7 +428,7 @@ def rollout(
 
         def run_sampler(_: None) -> jax.Array:
             return sample_chunk(
-                spec.method, params, spec.model, c.obs, _noise(spec, jax.vmap(jax.random.fold_in)(flow_keys, c.k)),
+                spec.method, params, spec.model, c.obs, noise(spec, jax.vmap(jax.random.fold_in)(flow_keys, c.k)),
                 prev, d_told, horizon, spec.num_flow_steps, weak_params, plan_length=plan_length,
             )  # fmt: skip
 
@@ -353,6 +466,11 @@ def rollout(
         else:  # every landed chunk covering t votes; none does exactly on the starved ticks
             action = jnp.where(starved[:, None], fallback, ensemble_action(ensemble, t, execute.te_decay))
 
+        if explore_keys is not None:  # exploration: extra noise on the commanded action, a stream of its own
+            extra_keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(explore_keys, t)
+            extra = jax.vmap(lambda k: jax.random.normal(k, (A,)))(extra_keys)
+            action = action + explore.action_noise_std * extra  # type: ignore[union-attr]
+
         tick_keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(action_keys, t)
         obs, env_state, info = jax.vmap(spec.env.step, in_axes=(0, 0, 0, None, None))(
             tick_keys, c.env_state, action, level_state, env_params
@@ -374,16 +492,22 @@ def rollout(
             max_delta=jnp.where(t >= 1, jnp.maximum(st.max_delta, delta), st.max_delta),
             max_ddelta=jnp.where(t >= 2, jnp.maximum(st.max_ddelta, ddelta), st.max_ddelta),
         )
-        carry = _Carry(
-            env_state=env_state, obs=obs, cur=cur, valid=valid, new=new, i=i + 1, d=d, cycle_len=cycle_len,
-            k=c.k + boundary, buf=pushed, cur_src=cur_src, last=action, last2=c.last, stats=stats, ensemble=ensemble,
-        )  # fmt: skip
+        episode = c.episode
         outputs: tuple[jax.Array, ...] = (jnp.where(boundary, d_new, -1),)
         if spec.record_actions:
             new_src = jnp.stack([c.k + boundary - 1, i - offset], axis=1)
             old_src = cur_src + jnp.stack([jnp.zeros_like(i), i], axis=1)
             source = jnp.where(arrived[:, None], new_src, jnp.where(starved[:, None], -2, old_src))
             outputs += (action, starved, source)
+        if episode is not None:  # record_transitions
+            ret, length = episode[0] + info.reward, episode[1] + 1
+            outputs += (c.obs.astype(jnp.float16), action, info.done, info.solved, ret, length)
+            episode = (jnp.where(info.done, 0.0, ret), jnp.where(info.done, 0, length))
+        carry = _Carry(
+            env_state=env_state, obs=obs, cur=cur, valid=valid, new=new, i=i + 1, d=d, cycle_len=cycle_len,
+            k=c.k + boundary, buf=pushed, cur_src=cur_src, last=action, last2=c.last, stats=stats, ensemble=ensemble,
+            episode=episode,
+        )  # fmt: skip
         return carry, outputs
 
     zf = jnp.zeros((B,), jnp.float32)
@@ -412,32 +536,64 @@ def rollout(
         i=zeros_i, d=zeros_i, cycle_len=zeros_i, k=zeros_i, buf=jnp.zeros((B, MAX_BUFFER), jnp.int32),
         cur_src=jnp.stack([jnp.full((B,), -1, jnp.int32), zeros_i], axis=1),
         last=jnp.zeros((B, A)), last2=jnp.zeros((B, A)), stats=stats0, ensemble=ensemble0,
+        episode=(zf, zeros_i) if spec.record_transitions else None,
     )  # fmt: skip
-    final, outputs = jax.lax.scan(tick, carry0, jnp.arange(T))
-    stats = final.stats._replace(cycle_delay=outputs[0].T)  # env-major, like every other field
+    snapshots = None
+    if spec.snapshot_every:  # the same ticks, scanned in blocks that end on the snapshot ticks, then the rest
+        S, every = spec.num_snapshots, spec.snapshot_every
+
+        def block(c: _Carry, ts: jax.Array) -> tuple[_Carry, Any]:
+            c, outs = jax.lax.scan(tick, c, ts)
+            first = c.stats.first
+            snap = (c.env_state, c.obs.astype(jnp.float16), ~first.finished, first.running_length)
+            return c, (outs, snap)
+
+        head = jnp.arange(S * every).reshape(S, every)
+        carry, (head_outs, snap) = jax.lax.scan(block, carry0, head)
+        final, tail_outs = jax.lax.scan(tick, carry, jnp.arange(S * every, T))
+        outputs = jax.tree.map(
+            lambda h, r: jnp.concatenate([h.reshape(S * every, *h.shape[2:]), r]), head_outs, tail_outs
+        )
+        snapshots = Snapshots(*jax.tree.map(lambda x: jnp.swapaxes(x, 0, 1), snap))
+    else:
+        final, outputs = jax.lax.scan(tick, carry0, jnp.arange(T))
+    stats = final.stats._replace(cycle_delay=outputs[0].T, snapshots=snapshots)  # env-major, like every other field
+    rest = outputs[1:]
     if spec.record_actions:
-        actions, starved, source = (jnp.swapaxes(x, 0, 1) for x in outputs[1:])
+        actions, starved, source = (jnp.swapaxes(x, 0, 1) for x in rest[:3])
         stats = stats._replace(actions=actions, starved=starved, source=source)
+        rest = rest[3:]
+    if spec.record_transitions:
+        stats = stats._replace(record=Record(*(jnp.swapaxes(x, 0, 1) for x in rest)))
     return stats
 
 
 @functools.lru_cache(maxsize=16)
 def make_rollout(spec: RolloutSpec, scope_batch: bool = False, sharded: bool = True) -> Any:
-    """``rollout`` jitted for ``spec``, with the environment axis sharded over all local devices.
+    """``rollout`` jitted for ``spec``, with the environment axis sharded over all local devices:
+    ``fn(params, weak_params, level_state, env_params, delay_arrays, execute, seed, env_index, explore=None)``.
 
     shard_map rather than automatic partitioning: each device decides on its own whether any of *its*
-    environments needs a new chunk this tick, and nothing crosses devices inside the scan.
+    environments needs a new chunk this tick, and nothing crosses devices inside the scan. Without ``explore``
+    the program is the evaluation's; with it, another one (compiled once for every value of the knobs).
     """
-    fn = functools.partial(rollout, spec, scope_batch=scope_batch)
     devices = jax.devices()
-    if sharded and len(devices) > 1:
-        mesh = Mesh(np.array(devices), ("env",))
+
+    def run(*args: Any, explore: Exploration | None = None) -> PerEnv:
+        fn = functools.partial(rollout, spec, scope_batch=scope_batch)
         rep, env = PartitionSpec(), PartitionSpec("env")
-        fn = jax.shard_map(
-            fn,
-            mesh=mesh,
-            in_specs=(rep, rep, rep, rep, rep, rep, rep, env),
-            out_specs=env,  # every output is env-major
-            check_vma=False,
-        )
-    return jax.jit(fn)
+        in_specs: tuple[PartitionSpec, ...] = (rep, rep, rep, rep, rep, rep, rep, env)
+        if explore is not None:
+            fn = lambda *a: rollout(spec, *a[:-1], scope_batch=scope_batch, explore=a[-1])
+            args, in_specs = (*args, explore), (*in_specs, rep)
+        if sharded and len(devices) > 1:
+            fn = jax.shard_map(
+                fn,
+                mesh=Mesh(np.array(devices), ("env",)),
+                in_specs=in_specs,
+                out_specs=env,  # every output is env-major
+                check_vma=False,
+            )
+        return fn(*args)
+
+    return jax.jit(run)

@@ -57,6 +57,7 @@ from rtc_sweep.report.results import (
 
 if TYPE_CHECKING:
     import pandas as pd
+    from numpy.typing import ArrayLike
 
     from rtc_sweep.report.figures import FigureInfo
 
@@ -135,7 +136,7 @@ def job_config(job_dir: Path) -> dict[str, Any] | None:
     except Exception as e:  # a config from another version of rtc_sweep: judge the results file alone
         log.debug("cannot read the config of %s: %s", job_dir, e)
         return None
-    return cfg if isinstance(cfg, dict) else None
+    return {str(k): v for k, v in cfg.items()} if isinstance(cfg, dict) else None
 
 
 def job_state(job_dir: Path) -> JobState:
@@ -229,9 +230,14 @@ def group_columns(df: pd.DataFrame, config_keys: Collection[str] | None = None) 
     return base + extra
 
 
-def bootstrap_ci(values: Sequence[float], rng: Any, n_boot: int = N_BOOTSTRAP) -> tuple[float, float]:
+def bootstrap_ci(values: ArrayLike, rng: Any, n_boot: int = N_BOOTSTRAP) -> tuple[float, float]:
     """95 % percentile bootstrap CI of the mean over seeds (the point itself for one seed)."""
     return stats.bootstrap_mean_ci(values, rng, n_boot)
+
+
+def _records(df: pd.DataFrame) -> list[dict[str, Any]]:
+    """The rows of a table as dicts keyed by column name."""
+    return [{str(k): v for k, v in row.items()} for row in df.to_dict("records")]
 
 
 def _key_dict(groups: Sequence[str], key: Any) -> dict[str, Any]:
@@ -696,9 +702,8 @@ def aggregate(sweep_dir: str | Path, make_figures: bool = True, detect: float | 
         figs = save_figures(summary, groups, df, sweep_dir)
     command = doc.reproduce(sweep_dir, dirs)
 
-    write_csv(sweep_dir / RESULTS_ALL, df.to_dict("records"), list(df.columns))
-    write_csv(sweep_dir / SUMMARY_CSV, summary.to_dict("records"), list(summary.columns))
-    write_csv(sweep_dir / PAIRED_CSV, paired.to_dict("records"), list(paired.columns))
+    for path, table in ((RESULTS_ALL, df), (SUMMARY_CSV, summary), (PAIRED_CSV, paired)):
+        write_csv(sweep_dir / path, _records(table), [str(c) for c in table.columns])
     blocks = document(report, df, summary, groups, judged, paired, power, figs, command)
     atomic_write_text(sweep_dir / SUMMARY_MD, doc.markdown(blocks))
     atomic_write_text(sweep_dir / REPORT_HTML, doc.html_page(f"Sweep {sweep_dir.name}", blocks))

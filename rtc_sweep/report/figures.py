@@ -113,15 +113,15 @@ def layout(summary: pd.DataFrame, groups: Sequence[str]) -> Layout:
     numeric = sorted((k for k in others if is_numeric(summary[k])), key=_priority)
     categorical = [k for k in others if k not in numeric]
     lines = (["method"] if "method" in summary.columns else []) + categorical
-    facets = [k for k in ("level", "profile") if k in varied]
+    facets: list[str] = [k for k in ("level", "profile") if k in varied]
     x = numeric[0] if numeric else None
     facets += numeric[1:]
     if x is not None:
         # A numeric key that takes one value per line and facet (execute_horizon across execute policies) is
         # a line's label, not an axis.
         keys = [*facets, *lines]
-        per_line = summary.groupby(keys, dropna=False)[x].nunique(dropna=False) if keys else summary[x].nunique()
-        if (per_line.max() if keys else per_line) <= 1:
+        per_line = summary.groupby(keys, dropna=False)[x].nunique(dropna=False).max() if keys else summary[x].nunique()
+        if per_line <= 1:
             lines.append(x)
             x = None
     return Layout(x=x, facets=tuple(facets), lines=tuple(lines))
@@ -365,8 +365,8 @@ def fixed_delay_figure(
 
     def left_rows(rows: pd.DataFrame) -> pd.DataFrame:
         chosen = []
-        for d, at_d in rows.groupby("_d", sort=True):
-            ok = at_d[at_d["_s"] >= max(int(d), 1)]
+        for _, at_d in rows.groupby("_d", sort=True):
+            ok = at_d[at_d["_s"] >= at_d["_d"].clip(lower=1)]  # s >= max(d, 1), d the group's
             pick = ok if not ok.empty else at_d
             chosen.append(pick[pick["_s"] == pick["_s"].min()])
         return pd.concat(chosen) if chosen else rows.iloc[0:0]

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from statistics import NormalDist
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 
 def wilson_interval(successes: int | float, n: int | float, z: float = 1.959963984540054) -> tuple[float, float]:
@@ -56,7 +57,7 @@ def solved_count(rate: float, n: int | float) -> int:
     return round(float(rate) * float(n))
 
 
-def pooled_wilson(successes: Sequence[float], n: Sequence[float], z: float = Z95) -> tuple[float, float, float]:
+def pooled_wilson(successes: ArrayLike, n: ArrayLike, z: float = Z95) -> tuple[float, float, float]:
     """(rate, low, high): the episodes of several jobs (seeds) pooled, with their Wilson interval.
 
     Seeds only change which episodes are drawn, so their episodes are draws of one binomial: with one seed this
@@ -69,9 +70,7 @@ def pooled_wilson(successes: Sequence[float], n: Sequence[float], z: float = Z95
     return k / total, low, high
 
 
-def bootstrap_mean_ci(
-    values: Sequence[float], rng: np.random.Generator, n_boot: int = N_BOOTSTRAP
-) -> tuple[float, float]:
+def bootstrap_mean_ci(values: ArrayLike, rng: np.random.Generator, n_boot: int = N_BOOTSTRAP) -> tuple[float, float]:
     """95 % percentile bootstrap CI of the mean over seeds (the point itself for one seed; NaNs dropped)."""
     x = np.asarray(values, dtype=np.float64)
     x = x[np.isfinite(x)]

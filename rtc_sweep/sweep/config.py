@@ -29,6 +29,7 @@ and tab completion stay fast, and JAX is not imported before ``runtime.configure
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import re
 import types
@@ -67,7 +68,7 @@ def _schema_type(hint: Any) -> Any:
 
 def _schema_default(default: Any) -> Any:
     if isinstance(default, tuple):
-        return field(default_factory=lambda default=default: list(default))
+        return field(default_factory=functools.partial(list, default))
     return field(default=default)
 
 
@@ -251,12 +252,15 @@ def unknown_key(error: BaseException) -> ConfigError | None:
     e: BaseException | None = error
     while e is not None and not isinstance(e, ConfigAttributeError | ConfigKeyError):
         e = e.__cause__ or e.__context__
-    built_for = _KIND_OF_SCHEMA.get(e.object_type) if isinstance(e, OmegaConfBaseException) else None  # type: ignore
-    if e is None or built_for is None:
+    if not isinstance(e, OmegaConfBaseException) or e.object_type is None:
+        return None
+    built_for = _KIND_OF_SCHEMA.get(e.object_type)
+    if built_for is None:
         return None
     group, kind = built_for
     return ConfigError(
-        e.full_key, f"not a key of {group.key} {group.selector} {kind}; allowed keys: {', '.join(group.keys[kind])}"
+        e.full_key or group.key,
+        f"not a key of {group.key} {group.selector} {kind}; allowed keys: {', '.join(group.keys[kind])}",
     )
 
 

@@ -97,6 +97,7 @@ def validate(cfg: RunConfig) -> RunConfig:
             "checkpoint fine-tuned that way",
         )
     name = level_name(cfg.level)
+    checkpoint_file: str | Path | None
     if cfg.checkpoint is None:
         checkpoint_file = default_checkpoint(name, cfg.model)
         if checkpoint_file is None:
@@ -160,45 +161,32 @@ class Prepared:
 
 
 def prepare(cfg: RunConfig, record_actions: bool = False) -> Prepared:
-    from rtc_sweep.core import kinetix_env
-    from rtc_sweep.core.timeline import ExecuteArrays, RolloutSpec
+    """The job's rollout (``timeline.setup``, the one training builds too) and its policy parameters."""
+    from rtc_sweep.core.timeline import setup
 
     cfg = validate(cfg)  # at once when the boundary has (app.run): the policy files found, a trace read there
-    level = kinetix_env.load_level(cfg.level)
-    env = kinetix_env.make_env(level.static_params, action_noise_std=cfg.action_noise_std)
-    env_params = kinetix_env.env_params(level, cfg.max_timesteps)
-    obs_dim, action_dim = env.obs_dim(level.params), env.action_dim
+    built = setup(cfg, record_actions=record_actions)
+    obs_dim, action_dim = built.spec.obs_dim, built.spec.action_dim
     params = load_params(cfg, cfg.checkpoint_file, obs_dim, action_dim)
     weak = cfg.weak_checkpoint_file if cfg.method.name == "bid" else None
     weak_params = load_params(cfg, weak, obs_dim, action_dim, salt=1) if weak else None
-    spec = RolloutSpec(
-        env=env,
-        method=cfg.method,
-        model=cfg.model,
-        num_flow_steps=cfg.num_flow_steps,
-        num_ticks=cfg.max_timesteps,
-        obs_dim=obs_dim,
-        action_dim=action_dim,
-        record_actions=record_actions,
-    )
     return Prepared(
         cfg=cfg,
-        spec=spec,
-        level=level,
+        spec=built.spec,
+        level=built.level,
         params=params,
         weak_params=weak_params,
-        env_params=env_params,
-        delay_arrays=cfg.delay.arrays(cfg.max_timesteps),
-        execute=ExecuteArrays.from_config(cfg.execute, te_decay=cfg.method.te_decay),
+        env_params=built.env_params,
+        delay_arrays=built.delay_arrays,
+        execute=built.execute,
     )
 
 
 def batch_size(cfg: RunConfig) -> int:
     """Environments per rollout call: ``micro_batch`` (at most ``num_evals``) rounded up to the device count."""
-    import jax
+    from rtc_sweep.core import timeline
 
-    n_dev = len(jax.devices())
-    return max(n_dev, math.ceil(min(cfg.micro_batch, cfg.num_evals) / n_dev) * n_dev)
+    return timeline.batch_size(cfg)
 
 
 def rollout_args(prep: Prepared, b: int, batch: int) -> tuple[Any, ...]:
@@ -328,12 +316,12 @@ def evaluate(cfg: RunConfig, progress: bool = True) -> dict[str, Any]:
 def render_video(cfg: RunConfig, path: str | Path, fps: int = 15) -> Path:
     """Write an mp4 of environment 0 of this run: the same delay, flow-noise and action-noise draws as in the
     evaluation, so it is the trajectory that produced that environment's metrics."""
-    import imageio.v2 as imageio
     import jax
     import jax.numpy as jnp
 
     from rtc_sweep.core.kinetix_env import render_rollout
     from rtc_sweep.core.timeline import env_keys
+    from rtc_sweep.io import write_mp4
 
     one = dataclasses.replace(cfg, num_evals=1, micro_batch=1)
     prep = prepare(one, record_actions=True)
@@ -343,10 +331,7 @@ def render_video(cfg: RunConfig, path: str | Path, fps: int = 15) -> Path:
     frames = np.asarray(render_rollout(prep.level, prep.env_params, jnp.asarray(per_env.actions[0]), tick_keys,
                                        cfg.action_noise_std))  # fmt: skip
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.stem + ".partial.mp4")
-    imageio.mimwrite(tmp, list(frames), fps=fps, macro_block_size=1)
-    tmp.replace(path)
+    write_mp4(path, frames, fps)  # not imageio's writer: its ffmpeg child runs fork handlers (JAX's warns)
     return path
 
 
@@ -374,13 +359,19 @@ class LatencyMeasurement:
     ms: np.ndarray
     warmup_ms: float
     fingerprint: str
-    reused: bool = False
 
     def columns(self) -> dict[str, float]:
         from rtc_sweep.report.results import LATENCY_COLUMNS
 
         values = (np.percentile(self.ms, 50), np.percentile(self.ms, 99), self.warmup_ms)
         return {c: round(float(v), 4) for c, v in zip(LATENCY_COLUMNS, values, strict=True)}
+
+
+def _spec_fields(spec: object) -> Any:
+    """A model spec's fields (it is a frozen dataclass, ModelConfig or a NetworkConfig); anything else, its repr."""
+    if dataclasses.is_dataclass(spec) and not isinstance(spec, type):
+        return dataclasses.asdict(spec)
+    return repr(spec)
 
 
 def latency_fingerprint(cfg: RunConfig) -> str:
@@ -390,7 +381,7 @@ def latency_fingerprint(cfg: RunConfig) -> str:
     device = jax.devices()[0]
     what = {
         "method": dataclasses.asdict(cfg.method),
-        "model": dataclasses.asdict(cfg.model),
+        "model": _spec_fields(cfg.model),
         "num_flow_steps": cfg.num_flow_steps,
         "checkpoint": cfg.checkpoint,
         "level": cfg.level,
@@ -470,7 +461,7 @@ def read_latency_file(path: str | Path) -> LatencyMeasurement | None:
             line[1:].strip().split(": ", 1) for line in text.splitlines() if line.startswith("# ") and ": " in line
         )
         return LatencyMeasurement(
-            ms=read_trace(path), warmup_ms=float(meta["warmup_ms"]), fingerprint=meta["fingerprint"], reused=True
+            ms=read_trace(path), warmup_ms=float(meta["warmup_ms"]), fingerprint=meta["fingerprint"]
         )
     except (OSError, ValueError, KeyError, ConfigError):
         return None

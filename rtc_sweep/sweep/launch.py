@@ -70,10 +70,6 @@ class GpuSlots:
     def capacity(self) -> int:
         return len(self.gpus) * self.jobs_per_gpu
 
-    def busy(self) -> dict[int, int]:
-        with self._cond:
-            return dict(self._busy)
-
     def acquire(self) -> int:
         """Block until a GPU has a free slot; return it (ties go to the GPU listed first)."""
         with self._cond:
@@ -144,7 +140,8 @@ class JobRunner:
         Singleton.set_state(singleton_state)
         setup_globals()
         sweep_config = self.hydra_context.config_loader.load_sweep_config(self.config, overrides)
-        with open_dict(sweep_config.hydra.job) as job:
+        job = sweep_config.hydra.job
+        with open_dict(job):
             job.id = job_id
             job.num = job_num
         return run_job(
@@ -299,7 +296,7 @@ def _slurm_classes() -> tuple[type, type]:
         def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
             if self.warmup:
                 self._warm(job_overrides)
-            return super().launch(job_overrides, initial_job_idx)  # type: ignore[no-any-return]
+            return super().launch(job_overrides, initial_job_idx)
 
         def _warm(self, job_overrides: Sequence[Sequence[str]]) -> None:
             import submitit
@@ -336,18 +333,19 @@ def register_launcher() -> None:
     cs = ConfigStore.instance()
     cs.store(group="hydra/launcher", name="gpu_pool", node=GpuPoolLauncherConf, provider="rtc_sweep")
     cs.store(group="hydra/launcher", name="rtc_sweep_warmup", node=WarmupLauncherConf, provider="rtc_sweep")
+    slurm: tuple[type, type] | None
     try:
-        slurm_conf, slurm_launcher = _slurm_classes()
+        slurm = _slurm_classes()
     except ImportError:  # hydra-submitit-launcher not installed: no SLURM
-        slurm_conf = slurm_launcher = None
-    if slurm_conf is not None:
-        cs.store(group="hydra/launcher", name="rtc_sweep_slurm", node=slurm_conf, provider="rtc_sweep")
+        slurm = None
+    if slurm is not None:
+        cs.store(group="hydra/launcher", name="rtc_sweep_slurm", node=slurm[0], provider="rtc_sweep")
     if PLUGIN_MODULE in sys.modules:
         return
     module = types.ModuleType(PLUGIN_MODULE, "rtc_sweep's launchers where Hydra looks for launchers")
-    classes = {"GpuPoolLauncher": GpuPoolLauncher, "WarmupLauncher": WarmupLauncher}
-    if slurm_launcher is not None:
-        classes["RtcSweepSlurmLauncher"] = slurm_launcher
+    classes: dict[str, type] = {"GpuPoolLauncher": GpuPoolLauncher, "WarmupLauncher": WarmupLauncher}
+    if slurm is not None:
+        classes["RtcSweepSlurmLauncher"] = slurm[1]
     for name, cls in classes.items():
         setattr(module, name, type(name, (cls,), {"__module__": PLUGIN_MODULE}))
     sys.modules[PLUGIN_MODULE] = module

@@ -125,7 +125,7 @@ class JobComposer:
         parsed = self.parser.parse_overrides(list(overrides))
         # As Hydra's defaults list tells group choices from value overrides (defaults_list.Overrides).
         is_group = [self.repository.group_exists(o.key_or_group) and not isinstance(o.value(), dict) for o in parsed]
-        groups = tuple(o.input_line for o, g in zip(parsed, is_group, strict=True) if g)
+        groups = tuple(line for line, g in zip(overrides, is_group, strict=True) if g)  # each parsed's input_line
         if groups not in self.bases:
             try:
                 self.bases[groups] = _without_hydra(self.loader.load_sweep_config(self.config, list(groups)))

@@ -1,7 +1,12 @@
-"""Training of the policies rtc_sweep evaluates: ``python -m rtc_sweep.train task=...`` (rtc_sweep/train/conf).
+"""Training of the policies rtc_sweep evaluates: ``python -m rtc_sweep.train task=<task> level=... model=...``.
 
-Route 2, the shipped defaults: success-filtered self-imitation of the flow policy (``self_imitation``).
-Route 1, as the benchmark: expert PPO (``ppo``), demonstrations from the best experts (``collect``), flow BC
-and its training-time RTC fine-tune (``flow``, ``flow_tt``). Both routes share the flow trainer (``flow_bc``)
-and the sharded rollouts (``rollout``).
+The shipped policies: demonstrations from open-loop plans (``plan``; several merged into a multimodal dataset,
+``mix``), flow BC on them (``flow``) and its training-time RTC fine-tune (``flow_tt``), polished by
+success-filtered self-imitation (``self_imitation``) or DAgger with the planner as the expert (``dagger``).
+The benchmark's route: expert PPO (``ppo``), demonstrations from the best experts (``collect``), flow BC. They
+share the flow trainer (``flow_bc``) and the rollouts (``rollout``).
+
+Each task's config is its module's frozen dataclass (``PlanConfig`` in ``plan.py``, ...): ``config`` makes the
+Hydra schema of ``task=<task>`` from it and converts and checks the composed config into it, once. The app's tree
+is ``rtc_sweep/train/conf/``; its ``level`` and ``model`` groups are the evaluation tree's (``config``).
 """

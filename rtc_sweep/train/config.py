@@ -1,274 +1,567 @@
-"""Typed Hydra schemas of ``python -m rtc_sweep.train`` and their conversion into frozen runtime configs.
+"""The config of ``python -m rtc_sweep.train``: one Hydra schema per task, made from its runtime dataclass, and the
+one boundary where the composed config becomes that frozen dataclass, checked.
 
-The YAML tree is ``conf/train`` (``config.yaml``, ``model/<preset>.yaml``, ``task/<task>.yaml``); each YAML
-extends a schema registered here, so a typo or a wrong type fails at composition and names the key.
+The app's own tree is ``rtc_sweep/train/conf/`` (``config.yaml``, ``task/<task>.yaml``). Its ``level`` and ``model``
+groups are the evaluation app's, ``rtc_sweep/conf/level/`` and ``rtc_sweep/conf/model/``, one YAML file per option
+for both apps. ``register`` makes two Hydra plugins known: a config source, ``rtc-shared://rtc_sweep/conf``
+(``SharedGroups``), which shows those two groups of the evaluation tree and nothing else of it, and a search path
+plugin (``SharedSearchPath``) that adds it behind this app's tree, and behind no other. So
+``python -m rtc_sweep.train --help`` lists level, model and task (a ``hydra.searchpath`` of ``config.yaml`` would
+compose, but Hydra's ``--help`` does not list its groups), ``model=small_tt`` or ``level=catapult`` mean the same
+file in both apps, and no option exists twice (a ConfigStore copy of a file option would be merged into the
+evaluation's own composition in a process that composes both: Hydra's "automatic schema matching").
+
+Every task key is declared once, with its default and its comment: as a field of the task module's frozen runtime
+dataclass (``PlanConfig`` in ``plan.py``, ``MixConfig`` in ``modes.py``, ``FlowBCConfig`` in ``flow_bc.py``,
+``SelfImitationConfig``, ``PPOConfig``, ``CollectConfig``, ``DaggerConfig``). ``task_schema`` makes the task's Hydra
+schema from it: its fields but the top-level ones (``PLUMBING``: ``run_dir``, ``level``, ``seed``, ``model``), a
+nested dataclass (``optim``) as a schema of its own with the task's defaults, a field without default as ``???``, and
+the few keys only the app reads (``Task.app_keys``: where the data or the run is, e.g. flow's ``task.run_path``),
+declared below once. Each ``task/<task>.yaml`` extends its schema::
+
+    # rtc_sweep/train/conf/task/plan.yaml
+    defaults:
+      - /task_schema_plan@_here_
+      - _self_
+
+so a misspelt key or a wrong type fails at composition naming the key, and the defaults the app composes are the
+dataclass's by construction.
+
+``to_runtime`` is the boundary: the composed config becomes the task's frozen runtime config (the network's spec
+built by ``policy.model_from_config``, as the evaluation builds it, so ``model._target_=my_pkg.MyPolicy`` trains a
+network of one's own) and is checked by ``validate``, once, before JAX compiles anything: every ``ConfigError``
+names the key (``task.generations``) and the values allowed. The files a task reads are checked where it opens them,
+before it compiles.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import types
+import typing
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+import jax
+from hydra.core.config_search_path import ConfigSearchPath, SearchPathQuery
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING
+from hydra.core.object_type import ObjectType
+from hydra.core.plugins import Plugins
+from hydra.plugins.config_source import ConfigLoadError, ConfigResult, ConfigSource
+from hydra.plugins.search_path_plugin import SearchPathPlugin
+from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from rtc_sweep.core import kinetix_env as ke
-from rtc_sweep.core.policy import ModelConfig
+from rtc_sweep.core.network import NetworkConfig
+from rtc_sweep.core.policy import model_from_config
 from rtc_sweep.errors import ConfigError
 from rtc_sweep.train.collect import CollectConfig, collect
+from rtc_sweep.train.dagger import DaggerConfig, run_dagger
+from rtc_sweep.train.dagger import check_config as check_dagger
 from rtc_sweep.train.flow_bc import FlowBCConfig, OptimConfig, train_flow
 from rtc_sweep.train.modes import MixConfig, run_mix
 from rtc_sweep.train.plan import PlanConfig, run_plan
 from rtc_sweep.train.ppo import PPOConfig, train_ppo
 from rtc_sweep.train.self_imitation import SelfImitationConfig, run_self_imitation
+from rtc_sweep.train.self_imitation import check_config as check_self_imitation
 
+SCHEMA_NAME = "train_schema"
+CONF = Path(__file__).resolve().parent / "conf"  # this app's tree
+# The groups this app shares with the evaluation app, and the evaluation's tree they live in (SharedGroups).
+SHARED_GROUPS = ("level", "model")
+SHARED_CONF = Path(__file__).resolve().parents[1] / "conf"
+SHARED_SOURCE = "rtc-shared://rtc_sweep/conf"
+# Runtime fields the app fills from the top-level keys (run_dir, level.name, seed, model), not from task.<field>.
+PLUMBING = ("run_dir", "level", "seed", "model")
 
-@dataclasses.dataclass
-class ModelSchema:
-    action_chunk_size: int = 8  # H: actions per chunk
-    channel_dim: int = 256  # width of each token and of the time embedding
-    channel_hidden_dim: int = 512  # hidden width of the channel-mixing MLP
-    token_hidden_dim: int = 64  # hidden width of the token-mixing MLP
-    num_layers: int = 4  # mixer blocks
-    simulated_delay: int | None = None  # training-time RTC: max simulated delay D (prefixes d in 0..D-1); null = BC
-
-
-@dataclasses.dataclass
-class OptimSchema:
-    learning_rate: float = 3e-4  # peak AdamW learning rate (constant after warm-up)
-    grad_norm_clip: float = 10.0  # global gradient-norm clip
-    weight_decay: float = 1e-2  # AdamW weight decay (all params)
-    warmup_steps: int = 1000  # linear warm-up, gradient steps
-    batch_size: int = 512  # (obs, chunk) samples per gradient step
-
-
-@dataclasses.dataclass
-class SelfImitationSchema:
-    name: str = "self_imitation"
-    num_iterations: int = 60  # collect-fit-evaluate iterations after iteration 0
-    patience: int = 10  # stop after this many iterations without a better solve rate
-    init_checkpoint: str | None = None  # start from this policy file instead of random candidates
-    init_candidates: int = 3  # random initialisations tried for iteration 0 (the best solver starts)
-    init_perturb_scale: float = 0.5  # std of the init perturbation, in units of 1/sqrt(fan_in)
-    collect_envs: int = 512  # environments per collection (a multiple of the device count)
-    collect_execute_horizon: int = 1  # s while collecting (1..H)
-    noise_scale: float = 1.2  # collection: scale of the flow sampler's initial noise (1 = the policy's own)
-    action_noise_std: float = 0.05  # collection: extra Gaussian noise on each commanded action
-    env_action_noise_std: float = 0.1  # the env's own action noise (collection and evaluation)
-    num_flow_steps: int = 5  # Euler steps of the naive sampler
-    replay_iterations: int = 4  # the fit sees the solved episodes of this many latest iterations
-    elite_fraction: float = 1.0  # keep only this shortest fraction of each collection's solved episodes
-    grad_steps: int = 600  # gradient steps per iteration
-    eval_envs: int = 512  # first episodes per iteration's evaluation (naive, d=0, s=1)
-    num_ticks: int = 256  # ticks per environment in every rollout
-    optim: OptimSchema = dataclasses.field(default_factory=lambda: OptimSchema(warmup_steps=200))
-
-
-@dataclasses.dataclass
-class FlowSchema:
-    name: str = "flow"
-    run_path: str | None = None  # the run holding data/worlds_l_<level>.npz (a PPO run); or give data_path
-    data_path: str | None = None  # the dataset file or a glob of several; null = <run_path>/data/worlds_l_<level>.npz
-    num_epochs: int = 32  # passes over the data
-    load_dir: str | None = None  # initialise from <load_dir>/policies/worlds_l_<level>.pkl (fresh optimiser)
-    max_steps_per_epoch: int | None = None  # cap on gradient steps per epoch (quick runs)
-    optim: OptimSchema = dataclasses.field(default_factory=OptimSchema)
-
-
-@dataclasses.dataclass
-class PPOSchema:
-    name: str = "ppo"
-    run_name: str = "expert"  # the run folder under runs/logs-expert/ (ignored when run_dir is set)
-    num_seeds: int = 2  # independent experts, sharded over the host devices (the benchmark: 8 on GPUs)
-    num_updates: int = 1000  # PPO updates per seed
-    log_interval: int = 20  # updates per jitted block; stats and checkpoints after each
-    num_steps: int = 256  # rollout length per update
-    num_envs: int = 256  # environments per seed
-    num_minibatches: int = 8  # minibatches per epoch
-    num_epochs: int = 4  # passes over each rollout
-    gamma: float = 0.995  # discount
-    gae_lambda: float = 0.9  # GAE λ
-    clip_eps: float = 0.2  # PPO ratio clip, and value clip
-    v_loss_coef: float = 0.5  # weight of the (clipped) value loss
-    rpo_alpha: float = 0.3  # RPO: U(-α, α) added to the action mean at loss time
-    layer_width: int = 256  # hidden width of the actor and critic MLPs
-    grad_norm_clip: float = 1.0  # global gradient-norm clip
-    lr: float = 3e-4  # Adam learning rate (constant)
-    action_noise_std: float = 0.1  # the env's action noise
-
-
-@dataclasses.dataclass
-class CollectSchema:
-    name: str = "collect"
-    run_path: str = MISSING  # the expert run (seed_<s>/<update>/...); data goes to <run_path>/data/
-    num_envs: int = 128  # environments, each following one expert of the mixture
-    batch_size: int = 256  # steps per environment per jitted call
-    num_steps: int = 1_000_000  # transitions wanted (rounded up to whole batches)
-    solve_rate_threshold: float = 0.65  # experts below it are masked out of the mixture
-    action_noise_std: float = 0.1  # the env's action noise
-
-
-@dataclasses.dataclass
-class PlanSchema:
-    name: str = "plan"
-    segments: int = 16  # piecewise-constant actions in a plan
-    segment_ticks: int = 8  # ticks per segment
-    population: int = 256  # candidate plans per generation
-    noise_seeds: int = 2  # env-noise draws each candidate is scored over
-    elite: int = 32  # best candidates the next generation's mean and std come from
-    generations: int = 25
-    init_std: float = 0.6  # sampling std of generation 0
-    init_mean_std: float = 0.0  # initial mean: 0 = zeros, > 0 = a seeded random plan of this std (distinct modes)
-    min_std: float = 0.02  # added to the std every generation
-    smoothing: float = 0.7  # weight of the elite's statistics in each update
-    distance_weight: float = 0.3  # shaping: minus this times the closest goal-target approach
-    length_weight: float = 0.002  # among solved episodes, shorter is better
-    env_action_noise_std: float = 0.1  # the env's own action noise
-    eval_envs: int = 512  # noise draws the final plan is measured over
-    demo_envs: int = 2048  # environments the final plan is recorded on (solved episodes kept)
-
-
-@dataclasses.dataclass
-class MixSchema:
-    name: str = "mix"
-    plans: str = MISSING  # glob of finished task=plan run folders of this level (one mode each)
-    min_solved: float = 0.8  # a plan must solve at least this fraction of its measuring episodes
-    min_distance: float = 0.25  # RMS action distance below which two plans count as one mode
-    max_modes: int = 8  # keep at most this many modes
+Runtime = SelfImitationConfig | FlowBCConfig | PPOConfig | CollectConfig | PlanConfig | MixConfig | DaggerConfig
 
 
 @dataclasses.dataclass
 class LevelSchema:
-    name: str = "grasp_easy"  # benchmark level name or path to a level JSON
+    name: str = MISSING  # a benchmark level (level=<name> picks its option) or a path to a level JSON (level.name=...)
 
 
 @dataclasses.dataclass
 class TrainSchema:
-    level: LevelSchema = MISSING
+    level: LevelSchema = MISSING  # the level/ option (shared with the evaluation app)
+    # The flow network: model._target_ (default the mixer) and its keys; a model/ option (shared with the evaluation
+    # app), untyped, as a network of one's own brings keys of its own: policy.model_from_config checks them
+    model: Any = MISSING
+    task: Any = MISSING  # the task/ option: its keys typed by its schema (task_schema)
     seed: int = 0  # the whole run is a function of it
-    run_dir: str | None = None  # output folder; null = runs/<task>/<level>_<model> (flow: runs/logs-bc/<level>_<model>)
+    run_dir: str | None = None  # the run's folder; null = the task's default under runs/ (Task.paths)
     progress: bool = True  # tqdm progress bars
-    model: ModelSchema = MISSING
-    task: Any = MISSING
+
+
+# --- the keys only the app reads, per task -----------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class FlowKeys:
+    run_path: str | None = None  # a run holding data/worlds_l_<level>.npz (a PPO run): task.data_path's default
+
+
+@dataclasses.dataclass
+class PPOKeys:
+    run_name: str = "expert"  # run_dir's default: runs/logs-expert/<run_name>
+
+
+@dataclasses.dataclass
+class CollectKeys:
+    run_path: str = MISSING  # the expert run (seed_<s>/<update>/...); the data goes to <run_path>/data/ (run_dir)
+
+
+@dataclasses.dataclass(frozen=True)
+class Where:
+    """What a task's default folders are named after."""
+
+    run_dir: str | None  # the top-level run_dir as given (null: the task's default)
+    level: str  # the level's short name (grasp_easy)
+    model: str  # the model option (small); a network of one's own: its class name
+
+
+def _runs(*parts: str) -> str:
+    return str(Path("runs", *parts))
+
+
+# Each returns the runtime fields the app derives (run_dir, and what app keys stand for), consuming the app keys.
+def _self_imitation_paths(keys: dict[str, Any], where: Where) -> dict[str, Any]:
+    return {"run_dir": where.run_dir or _runs("self_imitation", f"{where.level}_{where.model}")}
+
+
+def _flow_paths(keys: dict[str, Any], where: Where) -> dict[str, Any]:
+    run_path = keys.pop("run_path")
+    out = {"run_dir": where.run_dir or _runs("logs-bc", f"{where.level}_{where.model}")}
+    if keys["data_path"] == MISSING:
+        if run_path is None:
+            raise ConfigError(
+                "task.data_path", "missing; allowed: a dataset file or glob, or task.run_path=<a run with data/>"
+            )
+        out["data_path"] = str(Path(run_path) / "data" / f"worlds_l_{where.level}.npz")
+    return out
+
+
+def _ppo_paths(keys: dict[str, Any], where: Where) -> dict[str, Any]:
+    run_name = keys.pop("run_name")
+    return {"run_dir": where.run_dir or _runs("logs-expert", run_name)}
+
+
+def _collect_paths(keys: dict[str, Any], where: Where) -> dict[str, Any]:
+    run_path = keys.pop("run_path")
+    if where.run_dir is None and run_path == MISSING:
+        raise ConfigError("task.run_path", "missing; allowed: the expert run to collect from (a task=ppo run_dir)")
+    return {"run_dir": where.run_dir or run_path}
+
+
+def _plan_paths(keys: dict[str, Any], where: Where) -> dict[str, Any]:
+    return {"run_dir": where.run_dir or _runs("plan", where.level)}
+
+
+def _mix_paths(keys: dict[str, Any], where: Where) -> dict[str, Any]:
+    return {"run_dir": where.run_dir or _runs("mix", where.level)}
+
+
+def _dagger_paths(keys: dict[str, Any], where: Where) -> dict[str, Any]:
+    return {"run_dir": where.run_dir or _runs("dagger", f"{where.level}_{where.model}")}
+
+
+# --- validate's checks, per task ---------------------------------------------------------------------------------
+
+
+def _at_least(cfg: Any, low: float, *keys: str, prefix: str = "task.") -> None:
+    for key in keys:
+        value = getattr(cfg, key)
+        if value < low:
+            raise ConfigError(f"{prefix}{key}", f"{value}; allowed: >= {low}")
+
+
+def _positive(cfg: Any, *keys: str, prefix: str = "task.") -> None:
+    for key in keys:
+        value = getattr(cfg, key)
+        if not value > 0:
+            raise ConfigError(f"{prefix}{key}", f"{value}; allowed: > 0")
+
+
+def _fraction(cfg: Any, key: str, *, open_low: bool = False) -> None:
+    value = getattr(cfg, key)
+    if not (value > 0.0 if open_low else value >= 0.0) or value > 1.0:
+        raise ConfigError(f"task.{key}", f"{value}; allowed: a fraction in {'(' if open_low else '['}0, 1]")
+
+
+def _device_multiple(cfg: Any, *keys: str) -> None:
+    n = jax.device_count()  # the rollouts shard their environments over the host devices
+    for key in keys:
+        value = getattr(cfg, key)
+        if value % n:
+            raise ConfigError(f"task.{key}", f"{value}; allowed: a multiple of the device count ({n})")
+
+
+def _check_optim(cfg: OptimConfig) -> None:
+    _positive(cfg, "learning_rate", "grad_norm_clip", prefix="task.optim.")
+    _at_least(cfg, 0, "weight_decay", "warmup_steps", prefix="task.optim.")
+    _at_least(cfg, 1, "batch_size", prefix="task.optim.")
+
+
+def _check_self_imitation(cfg: SelfImitationConfig) -> None:
+    check_self_imitation(cfg)  # self_imitation.check_config: its rollouts' settings (delay preset, horizons, sizes)
+    _at_least(cfg, 0, "num_iterations", "patience", "init_perturb_scale", "noise_scale", "action_noise_std")
+    _at_least(cfg, 0, "env_action_noise_std")
+    _at_least(cfg, 1, "init_candidates", "num_flow_steps", "replay_iterations", "grad_steps")
+    _fraction(cfg, "elite_fraction", open_low=True)
+
+
+def _check_flow(cfg: FlowBCConfig) -> None:
+    _at_least(cfg, 1, "num_epochs")
+    if cfg.max_steps_per_epoch is not None and cfg.max_steps_per_epoch < 1:
+        raise ConfigError("task.max_steps_per_epoch", f"{cfg.max_steps_per_epoch}; allowed: null or >= 1")
+
+
+def _check_ppo(cfg: PPOConfig) -> None:
+    _at_least(cfg, 1, "num_seeds", "num_updates", "log_interval", "num_steps", "num_envs", "num_minibatches")
+    _at_least(cfg, 1, "num_epochs", "layer_width")
+    _device_multiple(cfg, "num_seeds")  # the seeds are sharded over the devices
+    batch = cfg.num_steps * cfg.num_envs
+    if batch % cfg.num_minibatches:
+        raise ConfigError(
+            "task.num_minibatches",
+            f"{cfg.num_minibatches}; allowed: a divisor of task.num_steps x task.num_envs ({batch})",
+        )
+    _fraction(cfg, "gamma")
+    _fraction(cfg, "gae_lambda")
+    _positive(cfg, "clip_eps", "grad_norm_clip", "lr")
+    _at_least(cfg, 0, "v_loss_coef", "rpo_alpha", "action_noise_std")
+
+
+def _check_collect(cfg: CollectConfig) -> None:
+    _at_least(cfg, 1, "num_envs", "batch_size", "num_steps")
+    _fraction(cfg, "solve_rate_threshold")
+    _at_least(cfg, 0, "action_noise_std")
+
+
+def _check_plan(cfg: PlanConfig) -> None:
+    _at_least(cfg, 1, "segments", "segment_ticks", "population", "noise_seeds", "elite", "generations")
+    _at_least(cfg, 1, "eval_envs", "demo_envs")
+    if cfg.elite > cfg.population:
+        raise ConfigError("task.elite", f"{cfg.elite}; allowed: 1..task.population ({cfg.population})")
+    _fraction(cfg, "smoothing", open_low=True)
+    _at_least(cfg, 0, "init_std", "init_mean_std", "min_std", "distance_weight", "length_weight")
+    _at_least(cfg, 0, "env_action_noise_std")
+
+
+def _check_mix(cfg: MixConfig) -> None:
+    _at_least(cfg, 1, "max_modes")
+    _fraction(cfg, "min_solved")
+    _at_least(cfg, 0, "min_distance")
+
+
+def _check_dagger(cfg: DaggerConfig) -> None:
+    try:
+        check_dagger(cfg)  # dagger.check_config: its consistency rules, "<key>=<value> must ..."
+    except ValueError as e:
+        raise ConfigError(f"task.{str(e).split('=')[0]}", str(e)) from None
+
+
+# --- the tasks ---------------------------------------------------------------------------------------------------
+
+
+def _run_self_imitation(cfg: SelfImitationConfig, progress: bool) -> float:
+    return float(run_self_imitation(cfg, progress)["returned_episode_solved"])
+
+
+def _run_flow(cfg: FlowBCConfig, progress: bool) -> float:
+    return float(train_flow(cfg, progress)[-1]["loss"])
+
+
+def _run_ppo(cfg: PPOConfig, progress: bool) -> float:
+    return float(max((s["returned_episode_solved"] for s in train_ppo(cfg, progress)), default=0.0))
+
+
+def _run_collect(cfg: CollectConfig, progress: bool) -> float:
+    path = collect(cfg, progress)
+    return float(json.loads(path.with_suffix(".selection.json").read_text())["returned_episode_solved"])
+
+
+def _run_plan(cfg: PlanConfig, progress: bool) -> float:
+    return float(run_plan(cfg, progress)["plan"]["returned_episode_solved"])
+
+
+def _run_mix(cfg: MixConfig, progress: bool) -> float:
+    return float(len(run_mix(cfg)["kept"]))
+
+
+def _run_dagger(cfg: DaggerConfig, progress: bool) -> float:
+    return float(run_dagger(cfg, progress)["returned_episode_solved"])
+
+
+@dataclasses.dataclass(frozen=True)
+class Task:
+    """One ``task=<name>``: the runtime dataclass whose fields are its keys, and what the app adds around it."""
+
+    name: str  # task.name: which task a composed config is (task/flow_tt.yaml is a flow task)
+    config: type  # the task module's frozen runtime dataclass; its fields but PLUMBING are task.<field>
+    paths: Callable[[dict[str, Any], Where], dict[str, Any]]  # the fields the app derives (run_dir: its default)
+    check: Callable[[Any], None]  # validate's checks of the task's own values
+    run: Callable[[Any, bool], float]  # run it (progress bars or not); returns its headline number
+    app_keys: type | None = None  # keys only the app reads (no runtime field), declared once above
+
+    @property
+    def schema_name(self) -> str:
+        return f"task_schema_{self.name}"
+
+
+TASKS: dict[str, Task] = {
+    t.name: t
+    for t in (
+        Task("self_imitation", SelfImitationConfig, _self_imitation_paths, _check_self_imitation, _run_self_imitation),
+        Task("flow", FlowBCConfig, _flow_paths, _check_flow, _run_flow, FlowKeys),
+        Task("ppo", PPOConfig, _ppo_paths, _check_ppo, _run_ppo, PPOKeys),
+        Task("collect", CollectConfig, _collect_paths, _check_collect, _run_collect, CollectKeys),
+        Task("plan", PlanConfig, _plan_paths, _check_plan, _run_plan),
+        Task("mix", MixConfig, _mix_paths, _check_mix, _run_mix),
+        Task("dagger", DaggerConfig, _dagger_paths, _check_dagger, _run_dagger),
+    )
+}
+_TASK_OF_CONFIG: dict[type, Task] = {t.config: t for t in TASKS.values()}
+
+
+# --- the schemas -------------------------------------------------------------------------------------------------
+
+
+def _schema_type(hint: Any) -> Any:
+    """A runtime field's type as OmegaConf takes it: tuples become lists."""
+    if isinstance(hint, types.UnionType):
+        args = [_schema_type(a) for a in typing.get_args(hint)]
+        out = args[0]
+        for a in args[1:]:
+            out = out | a
+        return out
+    if typing.get_origin(hint) is tuple:
+        return list[typing.get_args(hint)[0]]  # type: ignore[misc]
+    return hint
+
+
+def _default_of(f: dataclasses.Field[Any]) -> Any:
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return MISSING  # a field without default: required (???)
+
+
+def _schema(cls: type, name: str, defaults: Any = None, skip: tuple[str, ...] = ()) -> list[tuple[str, Any, Any]]:
+    """``cls``'s fields but ``skip`` as schema fields, in their order, with the defaults of ``defaults`` (an instance;
+    None: the class's own); a dataclass field becomes a nested schema with its default's values, after the others."""
+    hints = typing.get_type_hints(cls)
+    out: list[tuple[str, Any, Any]] = []
+    nested_fields: list[tuple[str, Any, Any]] = []
+    for f in dataclasses.fields(cls):
+        if f.name in skip:
+            continue
+        value = _default_of(f) if defaults is None else getattr(defaults, f.name)
+        hint = hints[f.name]
+        if isinstance(hint, type) and dataclasses.is_dataclass(hint):
+            nested = _make(f"{name}{f.name.title()}", _schema(hint, f"{name}{f.name.title()}", value))
+            nested_fields.append((f.name, nested, dataclasses.field(default_factory=nested)))
+        elif isinstance(value, tuple | list):
+            out.append((f.name, _schema_type(hint), dataclasses.field(default_factory=_list_of(value))))
+        else:
+            out.append((f.name, _schema_type(hint), dataclasses.field(default=value)))
+    return out + nested_fields
+
+
+def _list_of(value: tuple[Any, ...] | list[Any]) -> Callable[[], list[Any]]:
+    return lambda: list(value)
+
+
+def _make(name: str, fields: list[tuple[str, Any, Any]]) -> type:
+    schema = dataclasses.make_dataclass(name, fields)
+    schema.__module__ = __name__
+    globals()[name] = schema  # a composed config holds it as a node's type and pickles it by name
+    return schema
+
+
+def task_schema(task: Task) -> type:
+    """The Hydra schema of ``task=<name>``: ``name``, the runtime dataclass's fields but PLUMBING, the app keys."""
+    name = "".join(p.capitalize() for p in task.name.split("_")) + "Task"  # SelfImitationTask
+    fields = [("name", str, dataclasses.field(default=task.name))]
+    fields += _schema(task.config, name, skip=PLUMBING)
+    if task.app_keys is not None:
+        fields += _schema(task.app_keys, name)
+    return _make(name, fields)
+
+
+TASK_SCHEMAS: dict[str, type] = {name: task_schema(task) for name, task in TASKS.items()}
+
+
+class SharedGroups(ConfigSource):
+    """``rtc-shared://<folder>``: the ``SHARED_GROUPS`` of a config tree (``<folder>`` relative to the folder that
+    holds the ``rtc_sweep`` package), and nothing else of it: the training app's search path entry for the level and
+    model options of the evaluation tree. The files are read as Hydra's ``file://`` source reads them."""
+
+    @staticmethod
+    def scheme() -> str:
+        return "rtc-shared"
+
+    def _root(self) -> Path:
+        return SHARED_CONF.parents[1] / self.path
+
+    @staticmethod
+    def _shared(config_path: str) -> bool:
+        return config_path.strip("/").split("/")[0] in SHARED_GROUPS
+
+    def load_config(self, config_path: str) -> ConfigResult:
+        name = self._normalize_file_name(config_path)
+        path = self._root() / name
+        if not (self._shared(name) and path.is_file()):
+            raise ConfigLoadError(f"Config not found : {path}")
+        text = path.read_text(encoding="utf-8")
+        return ConfigResult(
+            config=OmegaConf.create(text),
+            path=f"{self.scheme()}://{self.path}",
+            provider=self.provider,
+            header=ConfigSource._get_header_dict(text[:512]),
+        )
+
+    def available(self) -> bool:
+        return self._root().is_dir()
+
+    def is_group(self, config_path: str) -> bool:
+        return (config_path.strip("/") == "" or self._shared(config_path)) and (self._root() / config_path).is_dir()
+
+    def is_config(self, config_path: str) -> bool:
+        name = self._normalize_file_name(config_path)
+        return self._shared(name) and (self._root() / name).is_file()
+
+    def list(self, config_path: str, results_filter: ObjectType | None) -> list[str]:
+        if not self.is_group(config_path):
+            return []
+        files: list[str] = []
+        for entry in os.listdir(self._root() / config_path):
+            path = os.path.join(config_path, entry) if config_path else entry
+            if self._shared(path):
+                self._list_add_result(files=files, file_path=path, file_name=entry, results_filter=results_filter)
+        return sorted(set(files))
+
+
+class SharedSearchPath(SearchPathPlugin):
+    """Adds ``SHARED_SOURCE`` to the search path of a composition whose primary tree is this app's (``CONF``, as
+    ``python -m rtc_sweep.train`` or ``initialize_config_dir`` name it), after it; any other app's is left alone."""
+
+    def manipulate_search_path(self, search_path: ConfigSearchPath) -> None:
+        mains = [e.path for e in search_path.get_path() if e.provider == "main" and e.path]
+        if any(_is_train_tree(path) for path in mains):
+            search_path.append(provider="rtc_sweep.train", path=SHARED_SOURCE, anchor=SearchPathQuery(provider="main"))
+
+
+def _is_train_tree(path: str) -> bool:
+    scheme, _, where = path.rpartition("://")
+    if scheme == "pkg":
+        return where.replace("/", ".").strip(".") == "rtc_sweep.train.conf"
+    return scheme in ("", "file") and os.path.realpath(where) == os.path.realpath(CONF)
 
 
 def register() -> None:
-    cs = ConfigStore.instance()
-    cs.store(name="train_schema", node=TrainSchema)
-    cs.store(group="level", name="level_schema", node=LevelSchema)
-    cs.store(group="model", name="model_schema", node=ModelSchema)
-    cs.store(group="task", name="self_imitation_schema", node=SelfImitationSchema)
-    cs.store(group="task", name="flow_schema", node=FlowSchema)
-    cs.store(group="task", name="ppo_schema", node=PPOSchema)
-    cs.store(group="task", name="collect_schema", node=CollectSchema)
-    cs.store(group="task", name="plan_schema", node=PlanSchema)
-    cs.store(group="task", name="mix_schema", node=MixSchema)
+    """Make the app's config known to Hydra (idempotent): the schemas in its ConfigStore, outside the groups so that
+    ``--help`` lists the options only (the root one, which ``config.yaml`` builds on, and one per task, which
+    ``task/<task>.yaml`` extends), and the plugins that add the shared groups to its search path."""
+    store = ConfigStore.instance()
+    store.store(name=SCHEMA_NAME, node=TrainSchema)
+    for name, task in TASKS.items():
+        store.store(name=task.schema_name, node=TASK_SCHEMAS[name])
+    Plugins.instance().register(SharedGroups)
+    Plugins.instance().register(SharedSearchPath)
 
 
-def _optim(o: Any) -> OptimConfig:
-    return OptimConfig(**{f.name: getattr(o, f.name) for f in dataclasses.fields(OptimConfig)})
+# --- the boundary ------------------------------------------------------------------------------------------------
 
 
-def model_config(m: Any) -> ModelConfig:
-    return ModelConfig(**{f.name: getattr(m, f.name) for f in dataclasses.fields(ModelConfig)})
+def to_runtime(cfg: DictConfig | Mapping[str, Any], model_choice: str) -> Runtime:
+    """The composed config as its task's frozen runtime config, validated (``validate``): the one boundary, before
+    JAX compiles anything. ``model_choice`` is the model option picked (``HydraConfig``'s ``runtime.choices``), which
+    default folders are named after. Raises ``ConfigError`` naming the key."""
+    return validate(convert(cfg, model_choice))
 
 
-def default_run_dir(task: str, level: str, model_choice: str) -> str:
-    return str(Path("runs") / task / f"{ke.level_name(level)}_{model_choice}")
+def convert(cfg: DictConfig | Mapping[str, Any], model_choice: str) -> Runtime:
+    """The composed config (or a plain one: a loaded ``.hydra/config.yaml``, typed here) as its task's runtime
+    dataclass: ``task.<key>`` its fields, the top-level keys its PLUMBING ones, the app keys turned into paths."""
+    top = _typed(TrainSchema, cfg if isinstance(cfg, DictConfig) else OmegaConf.create(dict(cfg)), "")
+    name = top.task.get("name") if isinstance(top.task, DictConfig) else None
+    if name not in TASKS:
+        raise ConfigError("task.name", f"{name!r}; allowed: {', '.join(TASKS)} (task=<name>)")
+    task = TASKS[name]
+    container = OmegaConf.to_container(_typed(TASK_SCHEMAS[name], top.task, "task."), throw_on_missing=False)
+    assert isinstance(container, dict)
+    values: dict[str, Any] = {str(k): v for k, v in container.items() if k != "name"}
+    if OmegaConf.is_missing(top.level, "name"):
+        raise ConfigError("level.name", "missing; allowed: level=<a benchmark level> or level.name=<a level JSON>")
+    level: str = top.level.name
+    fields = {f.name for f in dataclasses.fields(task.config)}
+    model = None
+    label = model_choice
+    if "model" in fields:
+        node = OmegaConf.to_container(top.model, resolve=True) if isinstance(top.model, DictConfig) else top.model
+        if not isinstance(node, dict):
+            raise ConfigError("model", f"{node!r}; allowed: a model option (model=<name>) or its keys")
+        # ModelConfig for the mixer, network.NetworkConfig for a class of one's own
+        model = model_from_config({str(k): v for k, v in node.items()})
+        if isinstance(model, NetworkConfig):
+            label = model._target_.rpartition(".")[2]
+        if task.config is FlowBCConfig and model.simulated_delay and not label.endswith("_tt"):
+            label += "_tt"  # a training-time RTC fine-tune gets its own folder: sharing the BC run's would resume it
+    where = Where(run_dir=top.run_dir, level=_level_name(level), model=label)
+    values.update(task.paths(values, where))
+    for key, value in values.items():
+        if value == MISSING:
+            raise ConfigError(f"task.{key}", f"missing; allowed: a value (task.{key}=...)")
+    hints = typing.get_type_hints(task.config)
+    for key, value in values.items():
+        hint = hints[key]
+        if isinstance(hint, type) and dataclasses.is_dataclass(hint) and isinstance(value, dict):
+            values[key] = hint(**value)  # optim: OptimConfig
+    plumbing = {"level": level, "seed": top.seed, "model": model}
+    values.update({k: v for k, v in plumbing.items() if k in fields})
+    runtime: Runtime = task.config(**values)
+    return runtime
 
 
-Runtime = SelfImitationConfig | FlowBCConfig | PPOConfig | CollectConfig | PlanConfig | MixConfig
+def _typed(schema: type, node: Any, prefix: str) -> DictConfig:
+    """``node`` merged onto ``schema``: a wrong type or an unknown key (a plain config) as a ConfigError."""
+    try:
+        typed = OmegaConf.merge(OmegaConf.structured(schema), node)
+    except OmegaConfBaseException as e:
+        raise ConfigError(f"{prefix}{e.full_key}", " ".join(str(e).split("\n")[0].split())) from e
+    assert isinstance(typed, DictConfig)
+    return typed
 
 
-def _fields(cls: type, node: Any, skip: set[str]) -> dict[str, Any]:
-    return {f.name: getattr(node, f.name) for f in dataclasses.fields(cls) if f.name not in skip}
+def _level_name(level: str) -> str:
+    try:
+        return ke.level_name(level)
+    except ConfigError as e:
+        raise ConfigError("level.name", e.message) from None
 
 
-def to_runtime(cfg: Any, model_choice: str) -> Runtime:
-    """The composed DictConfig -> the frozen config of its task."""
-    task = cfg.task
-    model = model_config(cfg.model)
-    if task.name == "self_imitation":
-        if not 0.0 < task.elite_fraction <= 1.0:
-            raise ConfigError("task.elite_fraction", f"{task.elite_fraction}; allowed: a fraction in (0, 1]")
-        common = {"run_dir", "level", "model", "optim", "seed"}
-        fields = {f.name for f in dataclasses.fields(SelfImitationConfig)} - common
-        return SelfImitationConfig(
-            run_dir=cfg.run_dir or default_run_dir("self_imitation", cfg.level.name, model_choice),
-            level=cfg.level.name,
-            model=model,
-            optim=_optim(task.optim),
-            seed=cfg.seed,
-            **{k: getattr(task, k) for k in fields},
-        )
-    if task.name == "flow":
-        name = ke.level_name(cfg.level.name)
-        tt = "_tt" if model.simulated_delay else ""
-        if task.data_path is None and task.run_path is None:
-            raise ConfigError("task.run_path", "set task.run_path (a run with data/) or task.data_path")
-        return FlowBCConfig(
-            data_path=task.data_path or str(Path(task.run_path) / "data" / f"worlds_l_{name}.npz"),
-            # a training-time RTC fine-tune gets its own folder: sharing the BC run's would "resume" that run
-            run_dir=cfg.run_dir or default_run_dir("logs-bc", cfg.level.name, model_choice + tt),
-            level=cfg.level.name,
-            model=model,
-            optim=_optim(task.optim),
-            num_epochs=task.num_epochs,
-            seed=cfg.seed,
-            load_dir=task.load_dir,
-            max_steps_per_epoch=task.max_steps_per_epoch,
-        )
-    if task.name == "ppo":
-        run_dir = cfg.run_dir or str(Path("runs") / "logs-expert" / task.run_name)
-        return PPOConfig(
-            run_dir=run_dir,
-            level=cfg.level.name,
-            seed=cfg.seed,
-            **_fields(PPOConfig, task, {"run_dir", "level", "seed"}),
-        )
-    if task.name == "plan":
-        for key in ("segments", "segment_ticks", "population", "noise_seeds", "elite", "eval_envs", "demo_envs"):
-            if getattr(task, key) < 1:
-                raise ConfigError(f"task.{key}", f"{getattr(task, key)}; allowed: >= 1")
-        if task.elite > task.population:
-            raise ConfigError("task.elite", f"{task.elite}; allowed: 1..task.population ({task.population})")
-        if not 0.0 < task.smoothing <= 1.0:
-            raise ConfigError("task.smoothing", f"{task.smoothing}; allowed: a fraction in (0, 1]")
-        run_dir = cfg.run_dir or str(Path("runs") / "plan" / ke.level_name(cfg.level.name))
-        return PlanConfig(
-            run_dir=run_dir,
-            level=cfg.level.name,
-            seed=cfg.seed,
-            **_fields(PlanConfig, task, {"run_dir", "level", "seed"}),
-        )
-    if task.name == "mix":
-        if task.max_modes < 1:
-            raise ConfigError("task.max_modes", f"{task.max_modes}; allowed: >= 1")
-        if not 0.0 <= task.min_solved <= 1.0:
-            raise ConfigError("task.min_solved", f"{task.min_solved}; allowed: a fraction in [0, 1]")
-        run_dir = cfg.run_dir or str(Path("runs") / "mix" / ke.level_name(cfg.level.name))
-        return MixConfig(run_dir=run_dir, level=cfg.level.name, **_fields(MixConfig, task, {"run_dir", "level"}))
-    if task.name == "collect":
-        run_dir = cfg.run_dir or task.run_path
-        skip = {"run_dir", "level", "seed"}
-        return CollectConfig(run_dir=run_dir, level=cfg.level.name, seed=cfg.seed, **_fields(CollectConfig, task, skip))
-    raise ConfigError("task.name", f"{task.name!r}; allowed: self_imitation, ppo, collect, flow, plan, mix")
+def validate(cfg: Runtime) -> Runtime:
+    """Every check of a task's values that needs no compile, once, at the boundary (``to_runtime``): the level, the
+    network's keys, the optimiser's and the task's own (``Task.check``). Raises ``ConfigError`` naming the key and the
+    values allowed; returns ``cfg``."""
+    task = _TASK_OF_CONFIG.get(type(cfg))
+    if task is None:
+        raise TypeError(f"{type(cfg).__name__} is not a task config; allowed: {', '.join(map(str, _TASK_OF_CONFIG))}")
+    _level_name(cfg.level)
+    if isinstance(cfg, SelfImitationConfig | FlowBCConfig | DaggerConfig):
+        cfg.model.validate()  # model.<key>
+        _check_optim(cfg.optim)
+    task.check(cfg)
+    return cfg
 
 
 def run(runtime: Runtime, progress: bool = True) -> float:
-    """Run one task; returns its headline number (solve rate, or the flow trainer's last epoch loss)."""
-    if isinstance(runtime, SelfImitationConfig):
-        return float(run_self_imitation(runtime, progress)["returned_episode_solved"])
-    if isinstance(runtime, PPOConfig):
-        last = train_ppo(runtime, progress)
-        return float(max((s["returned_episode_solved"] for s in last), default=0.0))
-    if isinstance(runtime, PlanConfig):
-        return float(run_plan(runtime, progress)["plan"]["returned_episode_solved"])
-    if isinstance(runtime, MixConfig):
-        return float(len(run_mix(runtime)["kept"]))
-    if isinstance(runtime, CollectConfig):
-        path = collect(runtime, progress)
-        return float(json.loads(path.with_suffix(".selection.json").read_text())["returned_episode_solved"])
-    return float(train_flow(runtime, progress)[-1]["loss"])
+    """Run one task; returns its headline number (a solve rate, the flow trainer's last epoch loss, modes kept)."""
+    return _TASK_OF_CONFIG[type(runtime)].run(runtime, progress)

@@ -31,7 +31,7 @@ from tqdm import tqdm
 from rtc_sweep.core import kinetix_env as ke
 from rtc_sweep.core import network
 from rtc_sweep.core.checkpoint import load_policy, save_policy
-from rtc_sweep.core.policy import ModelConfig, Params, flow_loss
+from rtc_sweep.core.policy import MODEL_PRESETS, Params, flow_loss
 from rtc_sweep.train.io import load_pickle, save_pickle, write_json
 
 
@@ -134,7 +134,7 @@ class FlowBCConfig:
     data_path: str  # the dataset, <run>/data/<level>.npz (benchmark keys), or a glob of several
     run_dir: str  # checkpoints go to <run_dir>/<epoch>/policies/worlds_l_<level>.pkl
     level: str = "grasp_easy"
-    model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
+    model: network.ModelSpec = MODEL_PRESETS["small"]  # the flow network (the app: model=<option>)
     optim: OptimConfig = dataclasses.field(default_factory=OptimConfig)
     num_epochs: int = 32  # passes over the data (an epoch = floor((N - H + 1) / batch) gradient steps)
     seed: int = 0

@@ -1,73 +1,118 @@
-"""Synchronous chunked rollouts of a flow policy, sharded over the environment axis.
+"""Training's rollouts of a flow policy: the evaluation's asynchronous timeline (core/timeline.py), with exploration
+and a record of transitions.
 
-One cycle: sample a chunk of ``H`` actions at the current observation, run its first ``s`` actions,
-repeat. With ``s = 1`` and no exploration this is the benchmark's naive evaluation at delay 0.
+A training rollout *is* an evaluation job. ``measurement(...)`` names it as a ``RunConfig`` (method naive, a delay
+law, a fixed execute horizon, ``micro_batch = num_evals``) and ``make_rollout(run)`` runs ``core.timeline`` on it
+with what ``sweep.evaluate.evaluate(run)`` uses: ``timeline.setup``, the env indices ``0 .. num_evals - 1`` in one
+batch padded to the device count, the seed's streams. So the first-episode solve rate a training log reports for a
+policy and seed ``s`` is ``returned_episode_solved`` of ``evaluate(replace(run, seed=s, checkpoint=<its file>))``,
+bit for bit (tests/test_rollout_engine.py), and a policy is collected and measured under the very delay law, with
+the very execute policy, it is then evaluated on.
 
-    ticks:   0 1 2 3 | 4 5 6 7 | ...      (s = 4)
+Collection adds what evaluation leaves off: exploration (``Exploration``: a scale on the flow sampler's initial
+noise, extra noise on every commanded action; traced) and the per-tick transitions (``record=True``). Without
+exploration the rollout is the evaluation's program. With no delay (``delay_profile=None``: d = 0) and execute
+horizon ``s`` the timeline is synchronous chunking: sample a chunk at the current observation, run its first ``s``
+actions, repeat; with ``s = 1`` the benchmark's naive evaluation::
+
+    ticks:   0 1 2 3 | 4 5 6 7 | ...      (s = 4, d = 0)
     chunk:   c0[0..3]| c1[0..3]| ...      c_k is sampled at the observation of tick k·s
 
-Environments auto-reset to the level's initial state, so one environment can play several episodes
-in ``num_ticks`` ticks; only the first one counts for the solve rate (the benchmark's eval), and every
-completed episode counts as data.
+With a delay law (``delay_profile=long_tail``) cycle ``k`` runs the old chunk for ``d_k`` ticks and the new one
+after, as docs/timeline.md says.
 
-Kinetix's physics step runs on about one core whatever the batch, so the batch is split over the host
-devices (``rtc_sweep.runtime.configure_host_devices``) with ``shard_map``: each device steps its own
-slice of environments with no communication.
+The timeline is more general than the synchronous chunk loop training used before (kept in scripts/bench_train.py
+as the reference), and costs about the same: self-imitation's collection (512 envs x 256 ticks, d = 0, s = 1,
+exploration, transitions recorded, 2 host devices) ran at 0.99x the loop's speed (1810 vs 1830 env steps/s, one
+run on 2 shared cores).
+
+Environments auto-reset to the level's initial state, so one environment can play several episodes in
+``num_ticks`` ticks; only the first one counts for the solve rate (the benchmark's eval), and every completed
+episode counts as data. Kinetix's physics step runs on about one core whatever the batch, so the environment axis
+is sharded over the host devices (``rtc_sweep.runtime.configure_host_devices``; timeline.make_rollout).
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
-from typing import Any, NamedTuple
+import functools
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import AxisType, Mesh, NamedSharding
-from jax.sharding import PartitionSpec as P
+from jax.sharding import AxisType, Mesh
 
-from rtc_sweep.core import kinetix_env as ke
+from rtc_sweep.core import timeline
+from rtc_sweep.core.delays import PRESETS, DelayProfile
+from rtc_sweep.core.policy import ModelConfig, Params
+from rtc_sweep.core.run_config import ExecutePolicy, RunConfig
+from rtc_sweep.core.samplers import MethodConfig
+from rtc_sweep.core.timeline import Exploration as Exploration
+from rtc_sweep.errors import ConfigError
 
-# chunk_fn(params, obs [B, O], noise [B, H, A]) -> chunk [B, H, A]
-ChunkFn = Callable[[Any, jax.Array, jax.Array], jax.Array]
-
-
-@dataclasses.dataclass(frozen=True)
-class RolloutSpec:
-    """The static part of a rollout (each distinct value compiles a program)."""
-
-    num_envs: int  # environments in the whole batch (a multiple of the device count)
-    num_ticks: int = 256  # controller steps per environment
-    action_chunk_size: int = 8  # H
-    execute_horizon: int = 1  # s, actions run from each chunk (1..H)
-    record: bool = False  # return the per-tick transitions (obs, action, done, ...) as well as episode stats
+# Every inference takes no time: the benchmark's naive evaluation (``delay_profile=None`` below).
+NO_DELAY = DelayProfile(name="none", mode="fixed", fixed_delay=0)
 
 
-class Exploration(NamedTuple):
-    """Traced exploration knobs: one compiled rollout serves every value."""
+def delay_profile(name: str | None, key: str = "delay_profile") -> DelayProfile:
+    """A named delay preset (rtc_sweep/conf/delay_profile/<name>.yaml, e.g. ``long_tail``), its trace read and
+    checked; ``None``: no delay. Raises ConfigError(``key``)."""
+    if name is None:
+        return NO_DELAY
+    allowed = sorted(n for n, p in PRESETS.items() if p.mode != "measured")
+    if name not in allowed:
+        raise ConfigError(key, f"{name!r}; allowed: null (no delay) or a preset: {', '.join(allowed)}")
+    profile = PRESETS[name].resolved()
+    profile.validate()
+    return profile
 
-    noise_scale: jax.Array  # [] float32, multiplies the flow sampler's initial noise (1 = the policy's own)
-    action_noise_std: jax.Array  # [] float32, extra Gaussian noise on the commanded action (env noise comes on top)
 
-    @staticmethod
-    def none() -> Exploration:
-        return Exploration(jnp.float32(1.0), jnp.float32(0.0))
+def measurement(
+    level: str,
+    model: ModelConfig,
+    num_envs: int,
+    num_ticks: int,
+    num_flow_steps: int,
+    action_noise_std: float,
+    delay: str | None = None,
+    execute_horizon: int = 1,
+    seed: int = 0,
+) -> RunConfig:
+    """The evaluation job a training rollout is: the naive method, the delay preset ``delay`` (None: d = 0), a
+    fixed execute horizon, ``num_envs`` environments in one micro-batch, ``num_ticks`` ticks, the env's
+    ``action_noise_std``; its checkpoint is the policy in memory (give ``checkpoint=<file>`` to ``evaluate`` it).
+    Raises ConfigError naming the RunConfig key (``delay_profile``, ``execute_policy.execute_horizon``)."""
+    execute = ExecutePolicy(mode="fixed", execute_horizon=execute_horizon)
+    execute.validate(model.action_chunk_size)
+    return RunConfig(
+        level=level,
+        seed=seed,
+        num_evals=num_envs,
+        num_flow_steps=num_flow_steps,
+        delay=delay_profile(delay),
+        method=MethodConfig(name="naive"),
+        execute=execute,
+        model=model,
+        action_noise_std=action_noise_std,
+        micro_batch=num_envs,
+        max_timesteps=num_ticks,
+    )
 
 
 class EpisodeStats(NamedTuple):
-    """First-episode outcome per environment (what the benchmark's eval reads at the first done)."""
+    """First-episode outcome per environment (what the benchmark's eval reads at the first done), numpy [E]."""
 
-    solved: jax.Array  # [E] bool
-    returns: jax.Array  # [E] float32
-    length: jax.Array  # [E] int32
-    finished: jax.Array  # [E] bool, the first episode ended within num_ticks
+    solved: np.ndarray  # [E] bool
+    returns: np.ndarray  # [E] float32
+    length: np.ndarray  # [E] int32
+    finished: np.ndarray  # [E] bool, the first episode ended within num_ticks
 
 
 class Transitions(NamedTuple):
     """Per-tick records, time-major [T, E, ...] as in the benchmark's datasets (§3.4)."""
 
-    obs: jax.Array  # [T, E, O] float16, the observation the action was chosen at
+    obs: jax.Array  # [T, E, O] float16, the observation the action was chosen at (the env's at that tick)
     action: jax.Array  # [T, E, A] float32, the commanded action (before the env's own noise)
     done: jax.Array  # [T, E] bool, the episode ended after this action
     solved: jax.Array  # [T, E] bool, the goal reward fired on this step
@@ -96,94 +141,93 @@ def solved_episode_mask(done: jax.Array, solved: jax.Array) -> jax.Array:
     return keep
 
 
-def make_rollout(
-    spec: RolloutSpec, env: ke.Env, level: ke.Level, chunk_fn: ChunkFn, mesh: Mesh | None = None
-) -> Callable[..., tuple[EpisodeStats, Transitions | None]]:
-    """Build ``rollout(params, env_params, key, exploration) -> (EpisodeStats, Transitions | None)``.
+def _solved_episode_mask_np(done: np.ndarray, solved: np.ndarray) -> np.ndarray:
+    """``solved_episode_mask`` on the host: each tick takes ``solved`` of the next done at or after it."""
+    T = done.shape[0]
+    at = np.where(done, np.arange(T)[:, None], T)  # [T, E]: the tick of each done, T elsewhere
+    next_done = np.minimum.accumulate(at[::-1], axis=0)[::-1]
+    padded = np.concatenate([solved, np.zeros((1, *solved.shape[1:]), bool)])  # row T: no done ahead
+    return np.take_along_axis(padded, next_done, axis=0)
 
-    The returned function is jitted; its environment axis is sharded over ``mesh`` (default: all host
-    devices).
-    """
-    mesh = mesh or host_mesh()
-    n_dev = mesh.devices.size
-    if spec.num_envs % n_dev:
-        raise ValueError(f"num_envs={spec.num_envs} must be a multiple of the device count {n_dev}")
-    if not 1 <= spec.execute_horizon <= spec.action_chunk_size:
-        raise ValueError(f"execute_horizon={spec.execute_horizon} must be in 1..{spec.action_chunk_size}")
-    H, s = spec.action_chunk_size, spec.execute_horizon
-    num_cycles = -(-spec.num_ticks // s)
-    A = env.action_dim
 
-    def local(params: Any, env_params: Any, keys: jax.Array, explore: Exploration) -> Any:
-        E = keys.shape[0]  # environments on this device
-        obs0, state0 = env.reset(level)
-        state = jax.tree.map(lambda x: jnp.broadcast_to(x, (E, *x.shape)), state0)
-        obs = jnp.broadcast_to(obs0, (E, *obs0.shape))
-        step = jax.vmap(lambda k, st, a: env.step(k, st, a, level, env_params))
+def rollout_seed(seed: int | jax.Array) -> int:
+    """The integer seed of a rollout (``RunConfig.seed``): an int as it is, a PRNG key drawn to one in [0, 2^31)."""
+    if isinstance(seed, jax.Array) and jnp.issubdtype(seed.dtype, jax.dtypes.prng_key):
+        return int(jax.random.randint(seed, (), 0, np.iinfo(np.int32).max))
+    return int(seed)
 
-        def tick(carry: Any, x: tuple[jax.Array, jax.Array, jax.Array]) -> Any:
-            state, obs, first, ret, length = carry
-            action, k, t = x
-            next_obs, state, info = step(k, state, action)
-            active = t < spec.num_ticks
-            first = jax.vmap(ke.FirstEpisode.update, in_axes=(0, 0, None))(first, info, active)
-            ret = ret + info.reward
-            length = length + 1
-            rec = (obs.astype(jnp.float16), action, info.done & active, info.solved & active, ret, length)
-            ret = jnp.where(info.done, 0.0, ret)
-            length = jnp.where(info.done, 0, length)
-            return (state, next_obs, first, ret, length), rec if spec.record else None
 
-        def cycle(carry: Any, x: tuple[jax.Array, jax.Array]) -> Any:
-            obs = carry[1]
-            keys_c, c = x
-            k_noise, k_act, k_env = jax.vmap(lambda k: jax.random.split(k, 3), out_axes=1)(keys_c)
-            noise = jax.vmap(lambda k: jax.random.normal(k, (H, A)))(k_noise) * explore.noise_scale
-            chunk = chunk_fn(params, obs, noise)  # [E, H, A]
-            assert chunk.shape == (E, H, A), chunk.shape
-            extra = jax.vmap(lambda k: jax.random.normal(k, (H, A)))(k_act) * explore.action_noise_std
-            chunk = chunk + extra
-            env_keys = jax.vmap(lambda k: jax.random.split(k, s), out_axes=1)(k_env)  # [s, E]
-            ticks = c * s + jnp.arange(s)
-            carry, recs = jax.lax.scan(tick, carry, (jnp.swapaxes(chunk[:, :s], 0, 1), env_keys, ticks))
-            return carry, recs
+@dataclasses.dataclass(frozen=True)
+class Rollout:
+    """The timeline program of an evaluation job ``run`` with, optionally, training's additions; see make_rollout."""
 
-        first0 = jax.vmap(lambda _: ke.FirstEpisode.init())(jnp.arange(E))
-        carry0 = (state, obs, first0, jnp.zeros(E, jnp.float32), jnp.zeros(E, jnp.int32))
-        cycle_keys = jax.vmap(lambda k: jax.random.split(k, num_cycles), out_axes=1)(keys)  # [C, E]
-        (_, _, first, _, _), recs = jax.lax.scan(cycle, carry0, (cycle_keys, jnp.arange(num_cycles)))
-        stats = EpisodeStats(first.solved, first.returns, first.length, first.finished)
-        if not spec.record:
-            return stats, None
-        # [C, s, E, ...] -> [T, E, ...], dropping the ticks past num_ticks of the last cycle
-        recs = jax.tree.map(lambda r: r.reshape(num_cycles * s, *r.shape[2:])[: spec.num_ticks], recs)
-        obs_r, act_r, done_r, solved_r, ret_r, len_r = recs
-        keep = solved_episode_mask(done_r, solved_r)
-        return stats, Transitions(obs_r, act_r, done_r, solved_r, ret_r, len_r, keep)
+    run: RunConfig
+    record: bool = False
+    snapshot_every: int = 0
+    num_snapshots: int = 0
 
-    env_axis_first = P("env")
-    time_major = P(None, "env")
-    out_specs = (
-        EpisodeStats(*(env_axis_first,) * 4),
-        Transitions(*(time_major,) * 7) if spec.record else None,
-    )
-    sharded = jax.shard_map(
-        local,
-        mesh=mesh,
-        in_specs=(P(), P(), env_axis_first, P()),
-        out_specs=out_specs,
-        check_vma=False,
-    )
+    @functools.cached_property
+    def setup(self) -> timeline.Setup:
+        return timeline.setup(self.run, record_transitions=self.record, snapshot_every=self.snapshot_every,
+                              num_snapshots=self.num_snapshots)  # fmt: skip
 
-    @jax.jit
-    def rollout(
-        params: Any, env_params: Any, key: jax.Array, explore: Exploration
+    def per_env(self, params: Params, seed: int | jax.Array, explore: Exploration | None = None) -> timeline.PerEnv:
+        """The timeline's per-environment results (numpy, the padding environments dropped) for ``seed``."""
+        s = self.setup
+        fn = timeline.make_rollout(s.spec, self.run.delay.scope == "batch")
+        idx = np.arange(timeline.batch_size(self.run), dtype=np.int32)  # numpy: each device gets its shard
+        args = (params, None, s.level.state, s.env_params, s.delay_arrays, s.execute, jnp.int32(rollout_seed(seed)))
+        out = fn(*args, idx) if explore is None else fn(*args, idx, explore=explore)
+        n = self.run.num_evals
+        return jax.tree.map(lambda x: np.asarray(x)[:n], out)
+
+    def __call__(
+        self, params: Params, seed: int | jax.Array, explore: Exploration | None = None
     ) -> tuple[EpisodeStats, Transitions | None]:
-        keys = jax.random.split(key, spec.num_envs)
-        keys = jax.lax.with_sharding_constraint(keys, NamedSharding(mesh, env_axis_first))
-        return sharded(params, env_params, keys, explore)
+        """First-episode stats per environment, and with ``record`` the transitions (time-major numpy views)."""
+        out = self.per_env(params, seed, explore)
+        return episode_stats(out), transitions(out)
 
-    return rollout
+
+def episode_stats(out: timeline.PerEnv) -> EpisodeStats:
+    first = out.first
+    return EpisodeStats(first.solved, first.returns, first.length, first.finished)
+
+
+def transitions(out: timeline.PerEnv) -> Transitions | None:
+    """The recorded transitions of a rollout's (numpy) results, time-major views; None when not recorded."""
+    if out.record is None:
+        return None
+    r = jax.tree.map(lambda x: np.swapaxes(x, 0, 1), out.record)
+    keep = _solved_episode_mask_np(r.done, r.solved)
+    return Transitions(r.obs, r.action, r.done, r.solved, r.return_, r.length, keep)
+
+
+def delay_stats(out: timeline.PerEnv) -> dict[str, float]:
+    """What the delay law did in a rollout (sweep/evaluate.py's metrics of the same names, over the first T ticks)."""
+    d = out.cycle_delay[out.cycle_delay >= 0]
+    n = max(int(out.n_cycles.sum()), 1)
+    return {
+        "d_mean": float(d.mean()) if d.size else 0.0,
+        "d_max": float(d.max()) if d.size else 0.0,
+        "p_late": float(out.n_late.sum() / n),
+        "starved_ticks": float(np.mean(out.starved_ticks)),
+        "mean_cycle_length": float(out.sum_cycle_length.sum() / n),
+    }
+
+
+def make_rollout(run: RunConfig, record: bool = False, snapshot_every: int = 0, num_snapshots: int = 0) -> Rollout:
+    """``rollout(params, seed, explore=None) -> (EpisodeStats, Transitions | None)`` for the job ``run`` (see
+    ``measurement``): ``run.num_evals`` environments, any count (padded to the device count as evaluate pads), the
+    int ``seed`` (or a PRNG key, drawn to one: ``rollout_seed``). ``record``: also the transitions;
+    ``snapshot_every``/``num_snapshots``: also the env states (``rollout.per_env(...).snapshots``). ``run.delay``
+    must be resolved (``delay_profile`` gives it so); mode measured has no latencies here. Compiled once per job
+    shape, whatever the seed, the policy and the exploration values."""
+    if run.delay.mode == "measured":
+        raise ConfigError("delay_profile", "mode measured times the job's sampler first: evaluate it, not train on it")
+    run.method.validate()
+    run.execute.validate(run.model.action_chunk_size)
+    return Rollout(run, record, snapshot_every, num_snapshots)
 
 
 def solved_episodes(tr: Transitions) -> dict[str, np.ndarray]:

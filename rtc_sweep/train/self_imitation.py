@@ -5,13 +5,16 @@ hours; but a randomly initialised (perturbed) flow policy already solves a third
 episodes. So, per iteration ``k``:
 
 1. **collect**: roll out the current policy with exploration (flow noise scaled by ``noise_scale``, extra
-   action noise, env noise on top) over ``collect_envs`` environments, synchronous naive chunked execution
-   (sample a chunk, run ``collect_execute_horizon`` of its actions, repeat), and keep the *solved* episodes,
-   or only the shortest ``elite_fraction`` of them (the cross-entropy method's elite);
+   action noise, env noise on top) over ``collect_envs`` environments on the evaluation's timeline
+   (train/rollout.py): the naive method, ``collect_execute_horizon`` actions per chunk, under the delay law
+   ``delay_profile`` (none: d = 0, synchronous chunking: sample a chunk, run s of its actions, repeat), and keep
+   the *solved* episodes, or only the shortest ``elite_fraction`` of them (the cross-entropy method's elite);
 2. **fit**: ``grad_steps`` flow-matching BC steps on the kept episodes of the last ``replay_iterations``
    iterations (the shared trainer, ``flow_bc.make_fit``; one optimiser state for the whole run);
-3. **evaluate**: the plain naive method (d = 0, s = 1, no exploration, env noise 0.1) over ``eval_envs``
-   environments, first episode each: the benchmark's solve rate.
+3. **evaluate**: the evaluation job ``rollout.measurement`` names (naive, ``delay_profile``, execute horizon
+   ``execute_horizon``, no exploration, the env's noise) over ``eval_envs`` environments, first episode each. With
+   the defaults (no delay, s = 1) the benchmark's solve rate; ``stats.json`` keeps its seed, and
+   ``python -m rtc_sweep`` on that job, seed and the iteration's policy returns the same solve rate, bit for bit.
 
 Iteration 0 is the starting policy: ``init_checkpoint``, or the best of ``init_candidates`` perturbed random
 initialisations. The run stops after ``num_iterations`` or when the solve rate has not improved for
@@ -47,11 +50,11 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm import tqdm
 
-from rtc_sweep.core import kinetix_env as ke
 from rtc_sweep.core import network
 from rtc_sweep.core.checkpoint import load_policy, save_policy
 from rtc_sweep.core.policy import MODEL_PRESETS, ModelConfig, Params
-from rtc_sweep.core.samplers import MethodConfig, sample_chunk
+from rtc_sweep.core.run_config import RunConfig
+from rtc_sweep.errors import ConfigError
 from rtc_sweep.train.flow_bc import (
     OptimConfig,
     Stream,
@@ -63,15 +66,18 @@ from rtc_sweep.train.flow_bc import (
 )
 from rtc_sweep.train.io import load_pickle, save_npz, save_pickle, write_json
 from rtc_sweep.train.rollout import (
-    ChunkFn,
     Exploration,
-    RolloutSpec,
+    Rollout,
+    delay_profile,
+    delay_stats,
+    episode_stats,
     make_rollout,
+    measurement,
+    rollout_seed,
     shortest_episodes,
     solved_episodes,
 )
-
-NAIVE = MethodConfig(name="naive")
+from rtc_sweep.train.rollout import transitions as rollout_transitions
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,10 +90,12 @@ class SelfImitationConfig:
     num_iterations: int = 60  # collect-fit-evaluate iterations after iteration 0
     patience: int = 10  # stop after this many iterations without a better eval solve rate
     init_checkpoint: str | None = None  # start from this policy file instead of random candidates
-    init_candidates: int = 4  # random initialisations tried for iteration 0 (the best solver starts)
+    init_candidates: int = 3  # random initialisations tried for iteration 0 (the best solver starts)
     init_perturb_scale: float = 0.5  # std of the perturbation of each init param, in units of 1/sqrt(fan_in)
-    collect_envs: int = 1024  # environments per collection (each plays ~1-4 episodes in num_ticks ticks)
+    collect_envs: int = 512  # environments per collection (each plays ~1-4 episodes in num_ticks ticks)
     collect_execute_horizon: int = 1  # s while collecting (1..H); 1 matches the evaluation's execution
+    delay_profile: str | None = None  # collection and evaluation: a delay preset (long_tail, ...); None: d = 0
+    execute_horizon: int = 1  # evaluation: s (fixed execute policy, 1..H); with no delay, 1 is the benchmark's eval
     noise_scale: float = 1.2  # collection: multiplies the flow sampler's initial noise (1 = the policy's own)
     action_noise_std: float = 0.05  # collection: extra Gaussian noise on each commanded action
     env_action_noise_std: float = 0.1  # the env's own action noise, in collection and evaluation
@@ -112,13 +120,29 @@ def perturbed_init(key: jax.Array, obs_dim: int, action_dim: int, model: network
     return jax.tree.unflatten(treedef, moved)
 
 
-def naive_chunk_fn(model: network.ModelSpec, num_flow_steps: int) -> ChunkFn:
-    def chunk(params: Params, obs: jax.Array, noise: jax.Array) -> jax.Array:
-        zeros = jnp.zeros_like(noise)
-        H = model.action_chunk_size
-        return sample_chunk(NAIVE, params, model, obs, noise, zeros, jnp.int32(0), jnp.int32(H), num_flow_steps)
+def check_config(cfg: SelfImitationConfig) -> None:
+    """Raise ConfigError naming the first invalid rollout setting (``task.<key>``), before anything compiles."""
+    delay_profile(cfg.delay_profile, "task.delay_profile")
+    H = cfg.model.action_chunk_size
+    for key in ("collect_execute_horizon", "execute_horizon"):
+        if not 1 <= getattr(cfg, key) <= H:
+            raise ConfigError(f"task.{key}", f"{getattr(cfg, key)}; allowed: 1..{H} (H)")
+    for key in ("collect_envs", "eval_envs", "num_ticks"):
+        if getattr(cfg, key) < 1:
+            raise ConfigError(f"task.{key}", f"{getattr(cfg, key)}; allowed: >= 1")
 
-    return chunk
+
+def eval_run(cfg: SelfImitationConfig) -> RunConfig:
+    """The evaluation job each iteration's solve rate is (``rollout.measurement``; ``seed`` is in stats.json)."""
+    return measurement(cfg.level, cfg.model, cfg.eval_envs, cfg.num_ticks, cfg.num_flow_steps,
+                       cfg.env_action_noise_std, cfg.delay_profile, cfg.execute_horizon)  # fmt: skip
+
+
+def collect_run(cfg: SelfImitationConfig) -> RunConfig:
+    """The job collection rolls out (with exploration): evaluation's, at ``collect_envs`` and
+    ``collect_execute_horizon``."""
+    return measurement(cfg.level, cfg.model, cfg.collect_envs, cfg.num_ticks, cfg.num_flow_steps,
+                       cfg.env_action_noise_std, cfg.delay_profile, cfg.collect_execute_horizon)  # fmt: skip
 
 
 def _completed(run_dir: Path) -> list[int]:
@@ -153,36 +177,34 @@ _RUN_ONLY: dict[str, Any] = {
 
 
 @functools.lru_cache(maxsize=2)
-def _programs(cfg: SelfImitationConfig) -> tuple[Any, ...]:
-    level = ke.load_level(cfg.level)
-    env = ke.make_env(level.static_params, action_noise_std=cfg.env_action_noise_std)
-    env_params = ke.env_params(level, max_timesteps=cfg.num_ticks)
-    chunk_fn = naive_chunk_fn(cfg.model, cfg.num_flow_steps)
-    H = cfg.model.action_chunk_size
-    evaluate = make_rollout(RolloutSpec(cfg.eval_envs, cfg.num_ticks, H, 1), env, level, chunk_fn)
-    collect_spec = RolloutSpec(cfg.collect_envs, cfg.num_ticks, H, cfg.collect_execute_horizon, record=True)
-    collect = make_rollout(collect_spec, env, level, chunk_fn)
+def _programs(cfg: SelfImitationConfig) -> tuple[Rollout, Rollout, Any, Any]:
+    evaluate = make_rollout(eval_run(cfg))
+    collect = make_rollout(collect_run(cfg), record=True)
     optimizer = make_optimizer(cfg.optim)
     fit = make_fit(cfg.model, optimizer, cfg.optim.batch_size, cfg.grad_steps)
-    return level, env, env_params, evaluate, collect, optimizer, fit
+    return evaluate, collect, optimizer, fit
 
 
 def run_self_imitation(cfg: SelfImitationConfig, progress: bool = True) -> dict[str, Any]:
     """Run (or resume) self-imitation; returns the contents of best.json."""
+    check_config(cfg)
     run_dir = Path(cfg.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    level, env, env_params, evaluate, collect, optimizer, fit = _programs(dataclasses.replace(cfg, **_RUN_ONLY))
-    obs_dim, action_dim = env.obs_dim(level.params), env.action_dim
-    name = f"worlds_l_{level.name}.pkl"
-    data_name = f"worlds_l_{level.name}.npz"
+    evaluate, collect, optimizer, fit = _programs(dataclasses.replace(cfg, **_RUN_ONLY))
+    spec = evaluate.setup.spec
+    obs_dim, action_dim = spec.obs_dim, spec.action_dim
+    level_name = evaluate.setup.level.name
+    name = f"worlds_l_{level_name}.pkl"
+    data_name = f"worlds_l_{level_name}.npz"
     key = jax.random.key(cfg.seed)
     H = cfg.model.action_chunk_size
     explore = Exploration(jnp.float32(cfg.noise_scale), jnp.float32(cfg.action_noise_std))
 
     def run_eval(params: Params, k: jax.Array) -> tuple[dict[str, float], float]:
         t0 = time.time()
-        stats, _ = evaluate(params, env_params, k, Exploration.none())
-        return _eval_stats(stats), time.time() - t0
+        seed = rollout_seed(k)
+        stats, _ = evaluate(params, seed)
+        return {**_eval_stats(stats), "seed": seed}, time.time() - t0
 
     done_iters = _completed(run_dir)
     state_file = run_dir / "state.pkl"
@@ -244,9 +266,12 @@ def run_self_imitation(cfg: SelfImitationConfig, progress: bool = True) -> dict[
             break
         k_it = jax.random.fold_in(key, it)
         t0 = time.time()
-        collect_stats, transitions = collect(train_state.params, env_params, jax.random.fold_in(k_it, 0), explore)
+        collected = collect.per_env(train_state.params, jax.random.fold_in(k_it, 0), explore)
+        transitions = rollout_transitions(collected)
+        assert transitions is not None
         solved = solved_episodes(transitions)
-        del transitions
+        collect_stats, collect_delays = episode_stats(collected), delay_stats(collected)
+        del transitions, collected
         data = shortest_episodes(solved, cfg.elite_fraction)
         collect_s = time.time() - t0
         save_npz(run_dir / str(it) / "data" / data_name, data)
@@ -277,6 +302,7 @@ def run_self_imitation(cfg: SelfImitationConfig, progress: bool = True) -> dict[
             "eval": eval_stats,
             "collect": {
                 **_eval_stats(collect_stats),
+                **collect_delays,
                 "solved_episodes": int(solved["done"].sum()),
                 "kept_episodes": n_done,
                 "kept_max_length": int(data["length"][data["done"]].max()) if n_done else 0,
