@@ -53,6 +53,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
@@ -63,7 +64,7 @@ from jax.sharding import Mesh, PartitionSpec
 from rtc_sweep.core import delays as delays_lib
 from rtc_sweep.core import kinetix_env
 from rtc_sweep.core.kinetix_env import Env, FirstEpisode
-from rtc_sweep.core.policy import ModelConfig
+from rtc_sweep.core.network import ModelSpec
 from rtc_sweep.core.run_config import MAX_BUFFER, ExecutePolicy, RunConfig
 from rtc_sweep.core.samplers import MethodConfig, noise_shape, sample_chunk
 
@@ -119,7 +120,7 @@ class RolloutSpec:
 
     env: Env
     method: MethodConfig  # its te_decay is traced (ExecuteArrays.te_decay) and reset here, out of the static key
-    model: ModelConfig
+    model: ModelSpec  # the network's static half (core/network.py): the mixer's ModelConfig or a user's
     num_flow_steps: int
     num_ticks: int  # T
     obs_dim: int
@@ -355,6 +356,7 @@ def rollout(
     execute: ExecuteArrays,
     seed: jax.Array,
     env_index: jax.Array,
+    *,
     scope_batch: bool = False,
     injected_delays: jax.Array | None = None,
     explore: Exploration | None = None,
@@ -580,7 +582,7 @@ def make_rollout(spec: RolloutSpec, scope_batch: bool = False, sharded: bool = T
     devices = jax.devices()
 
     def run(*args: Any, explore: Exploration | None = None) -> PerEnv:
-        fn = functools.partial(rollout, spec, scope_batch=scope_batch)
+        fn: Callable[..., PerEnv] = functools.partial(rollout, spec, scope_batch=scope_batch)
         rep, env = PartitionSpec(), PartitionSpec("env")
         in_specs: tuple[PartitionSpec, ...] = (rep, rep, rep, rep, rep, rep, rep, env)
         if explore is not None:

@@ -27,7 +27,7 @@ from tqdm import tqdm
 
 from rtc_sweep.core import kinetix_env as ke
 from rtc_sweep.core import safe_pickle
-from rtc_sweep.train.io import write_json
+from rtc_sweep.train.io import save_npz, write_json
 from rtc_sweep.train.ppo import ExpertEnvState, actor_dist, expert_obs, expert_reset, expert_step, sample_action
 
 
@@ -114,7 +114,7 @@ def collect(cfg: CollectConfig, progress: bool = True) -> Path:
             action = sample_action(k_act, mean, std)
             frame = st.env.frames[:, -1]
             length = st.env.episode_step + 1
-            env_state, _, info, episode_return = step(jax.random.split(k_env, E), st.env, action)
+            env_state, _obs, info, episode_return = step(jax.random.split(k_env, E), st.env, action)
             ret = jnp.where(info.done, episode_return, st.last_return)
             ln = jnp.where(info.done, length, st.last_length)
             expert = jnp.where(info.done, draw(k_draw), st.expert)
@@ -147,10 +147,7 @@ def collect(cfg: CollectConfig, progress: bool = True) -> Path:
         chunks.append(jax.device_get(rec))
     data = {k: np.concatenate([c[k] for c in chunks]) for k in chunks[0]}
     out = run_dir / "data" / f"{name}.npz"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.stem}.tmp.npz")
-    np.savez(tmp, **data)
-    tmp.replace(out)
+    save_npz(out, data)  # atomic
     solved = float((data["solved"] & data["done"]).sum() / max(data["done"].sum(), 1))
     write_json(
         run_dir / "data" / f"{name}.selection.json",

@@ -55,9 +55,9 @@ def make_optimizer(cfg: OptimConfig) -> optax.GradientTransformation:
 class Stream(NamedTuple):
     """An env-major transition stream on the host or device."""
 
-    obs: jax.Array  # [N, O] float16 or float32
-    action: jax.Array  # [N, A] float32
-    done: jax.Array  # [N] bool
+    obs: jax.Array | np.ndarray  # [N, O] float16 or float32
+    action: jax.Array | np.ndarray  # [N, A] float32
+    done: jax.Array | np.ndarray  # [N] bool
 
 
 def chunk_at(stream: Stream, start: jax.Array, H: int) -> tuple[jax.Array, jax.Array]:
@@ -89,7 +89,7 @@ def train_state_like(
     obs_dim: int, action_dim: int, model: network.ModelSpec, optimizer: optax.GradientTransformation
 ) -> TrainState:
     """The structure and shapes of a fresh train state (no arrays made): what ``io.load_pickle`` restores into."""
-    return jax.eval_shape(  # type: ignore[no-any-return]
+    return jax.eval_shape(
         lambda: init_train_state(network.init(model, jax.random.key(0), obs_dim, action_dim), optimizer)
     )
 

@@ -364,7 +364,8 @@ def train_ppo(cfg: PPOConfig, progress: bool = True) -> list[dict[str, float]]:
         fresh = jax.eval_shape(init, keys)  # the saved state's structure and shapes, traced but not compiled
         like = {"runners": tuple(fresh)[:3], "key_data": jax.random.key_data(keys), "next_update": 0}
         saved = load_pickle(state_file, like)
-        runners = Runner(*saved["runners"][:3], jax.random.wrap_key_data(saved["key_data"]))
+        params, opt_state, env_state = saved["runners"][:3]
+        runners = Runner(params, opt_state, env_state, jax.random.wrap_key_data(saved["key_data"]))
         start = int(saved["next_update"])
     else:
         runners = init(keys)

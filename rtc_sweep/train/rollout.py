@@ -100,25 +100,28 @@ def measurement(
     )
 
 
+Arr = jax.Array | np.ndarray  # on the device, or the host's numpy copy
+
+
 class EpisodeStats(NamedTuple):
     """First-episode outcome per environment (what the benchmark's eval reads at the first done), numpy [E]."""
 
-    solved: np.ndarray  # [E] bool
-    returns: np.ndarray  # [E] float32
-    length: np.ndarray  # [E] int32
-    finished: np.ndarray  # [E] bool, the first episode ended within num_ticks
+    solved: Arr  # [E] bool
+    returns: Arr  # [E] float32
+    length: Arr  # [E] int32
+    finished: Arr  # [E] bool, the first episode ended within num_ticks
 
 
 class Transitions(NamedTuple):
     """Per-tick records, time-major [T, E, ...] as in the benchmark's datasets (§3.4)."""
 
-    obs: jax.Array  # [T, E, O] float16, the observation the action was chosen at (the env's at that tick)
-    action: jax.Array  # [T, E, A] float32, the commanded action (before the env's own noise)
-    done: jax.Array  # [T, E] bool, the episode ended after this action
-    solved: jax.Array  # [T, E] bool, the goal reward fired on this step
-    return_: jax.Array  # [T, E] float32, the episode's return so far (the episode's return on done rows)
-    length: jax.Array  # [T, E] int32, the episode's length so far (its length on done rows)
-    keep: jax.Array  # [T, E] bool, the tick belongs to an episode that ended solved within the rollout
+    obs: Arr  # [T, E, O] float16, the observation the action was chosen at (the env's at that tick)
+    action: Arr  # [T, E, A] float32, the commanded action (before the env's own noise)
+    done: Arr  # [T, E] bool, the episode ended after this action
+    solved: Arr  # [T, E] bool, the goal reward fired on this step
+    return_: Arr  # [T, E] float32, the episode's return so far (the episode's return on done rows)
+    length: Arr  # [T, E] int32, the episode's length so far (its length on done rows)
+    keep: Arr  # [T, E] bool, the tick belongs to an episode that ended solved within the rollout
 
 
 def host_mesh() -> Mesh:
@@ -238,7 +241,7 @@ def solved_episodes(tr: Transitions) -> dict[str, np.ndarray]:
     """
     keep = np.asarray(tr.keep).T.reshape(-1)  # env-major
 
-    def pick(x: jax.Array) -> np.ndarray:
+    def pick(x: Arr) -> np.ndarray:
         x = np.asarray(x)
         return np.swapaxes(x, 0, 1).reshape(-1, *x.shape[2:])[keep]
 

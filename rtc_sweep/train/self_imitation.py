@@ -297,7 +297,7 @@ def run_self_imitation(cfg: SelfImitationConfig, progress: bool = True) -> dict[
 
         eval_stats, eval_s = run_eval(train_state.params, jax.random.fold_in(k_it, 2))
         n_done = int(data["done"].sum())
-        stats = {
+        record: dict[str, Any] = {
             "iteration": it,
             "eval": eval_stats,
             "collect": {
@@ -314,7 +314,7 @@ def run_self_imitation(cfg: SelfImitationConfig, progress: bool = True) -> dict[
             "wall_s": {"collect": collect_s, "fit": fit_s, "eval": eval_s},
         }
         save_policy(run_dir / str(it) / "policies" / name, train_state.params)
-        write_json(run_dir / str(it) / "stats.json", stats)
+        write_json(run_dir / str(it) / "stats.json", record)
         if eval_stats["returned_episode_solved"] > best["returned_episode_solved"]:
             best = {
                 "iteration": it,
