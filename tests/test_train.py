@@ -26,25 +26,6 @@ SMALL = MODEL_PRESETS["small"]
 POLICY = "worlds_l_grasp_easy.pkl"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _without_the_persistent_cache():
-    """This module's programs stay out of JAX's persistent compilation cache (in this process only).
-
-    Twice in two full runs of the suite (session 4; never in three runs of this module alone, with or without
-    the other training tests before it), the process died with a segmentation fault inside JAX's cache code
-    (``compilation_cache.put_executable_and_time`` serialising PPO's resumed update, and
-    ``get_executable_and_time`` loading collect's program): an XLA:CPU executable (de)serialisation fault, not
-    ours to fix here. These tests compile their programs in-process either way; the CLI tests keep the cache.
-    """
-    from jax._src import compilation_cache
-
-    jax.config.update("jax_enable_compilation_cache", False)
-    compilation_cache.reset_cache()
-    yield
-    jax.config.update("jax_enable_compilation_cache", True)
-    compilation_cache.reset_cache()
-
-
 @pytest.fixture(scope="module")
 def ppo_run(tmp_path_factory):
     cfg = PPOConfig(
