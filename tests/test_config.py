@@ -439,3 +439,15 @@ def test_tt_vs_rtc_crosses_models_and_methods_and_skips_the_incompatible_pair() 
     tt = to_job_config(compose_config(["+experiment=tt_vs_rtc", "model=small_tt", "method=training_time"]))
     assert (tt.compatible_only, tt.run.model.simulated_delay, tt.run.execute.execute_horizon) == (True, 5, 4)
     assert tt.run.model == dataclasses.replace(to_job_config(compose_config([])).run.model, simulated_delay=5)
+
+
+def test_the_apps_top_level_defaults_are_the_runtime_defaults():
+    """RtcSweepSchema's own keys (seed, num_evals, ...) default to what RunConfig defaults to: one value each."""
+    from rtc_sweep.core.run_config import RunConfig
+    from rtc_sweep.sweep.config import RtcSweepSchema
+
+    runtime = {f.name: f.default for f in dataclasses.fields(RunConfig) if f.default is not dataclasses.MISSING}
+    schema = {f.name: f.default for f in dataclasses.fields(RtcSweepSchema) if f.default is not dataclasses.MISSING}
+    shared = sorted(set(runtime) & set(schema) - {"checkpoint"})
+    assert {"seed", "num_evals", "num_flow_steps", "max_timesteps", "micro_batch", "action_noise_std"} <= set(shared)
+    assert {k: schema[k] for k in shared} == {k: runtime[k] for k in shared}

@@ -23,7 +23,7 @@ from rtc_sweep.core.samplers import MethodConfig
 class RunConfig:
     level: str = "grasp_easy"  # benchmark level name or path to a level JSON
     seed: int = 0  # the whole run is a function of it
-    num_evals: int = 2048  # environments (episodes) per level
+    num_evals: int = 256  # environments (episodes) per level (the app's default; the benchmark uses 2048)
     num_flow_steps: int = 5  # Euler steps of the flow sampler
     # policy pickle; None = the shipped default for the level; "random" = init from seed; "rtc-assets:<run>/<step>"
     # (e.g. rtc-assets:bc/31) = the RTC paper's policy, model=default, fetched once into the cache (rtc_sweep/assets.py)
