@@ -98,14 +98,14 @@ from tqdm import tqdm
 
 from rtc_sweep.core import kinetix_env as ke
 from rtc_sweep.core.checkpoint import load_policy, save_policy
-from rtc_sweep.core.policy import MODEL_PRESETS, ModelConfig, Params, flow_loss
+from rtc_sweep.core.policy import MODEL_PRESETS, ModelConfig, Params
 from rtc_sweep.core.run_config import RunConfig
 from rtc_sweep.train.flow_bc import (
     OptimConfig,
     Stream,
     TrainState,
-    chunk_at,
     init_train_state,
+    make_fit,
     make_optimizer,
     train_state_like,
 )
@@ -221,32 +221,6 @@ def padded(n: int, n_dev: int) -> int:
     return -(-n // n_dev) * n_dev
 
 
-def make_fit_n(
-    model: ModelConfig, optimizer: optax.GradientTransformation, batch_size: int, num_steps: int
-) -> Callable[[TrainState, jax.Array, Stream, jax.Array], tuple[TrainState, dict[str, jax.Array]]]:
-    """``flow_bc.make_fit`` with the stream's length ``n`` traced: windows start in ``[0, n - H]`` of a stream
-    padded past ``n``, so data that grows every iteration recompiles only when its padded size grows."""
-    H = model.action_chunk_size
-
-    def loss_fn(params: Params, key: jax.Array, obs: jax.Array, actions: jax.Array) -> jax.Array:
-        return flow_loss(params, model, key, obs, actions)
-
-    @functools.partial(jax.jit, donate_argnums=(0,))
-    def fit(state: TrainState, key: jax.Array, stream: Stream, n: jax.Array) -> tuple[TrainState, dict[str, jax.Array]]:
-        def step(state: TrainState, k: jax.Array) -> tuple[TrainState, dict[str, jax.Array]]:
-            k_idx, k_loss = jax.random.split(k)
-            start = jax.random.randint(k_idx, (batch_size,), 0, n - H + 1)
-            obs, actions = chunk_at(stream, start, H)
-            loss, grads = jax.value_and_grad(loss_fn)(state.params, k_loss, obs, actions)
-            updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-            params = optax.apply_updates(state.params, updates)
-            return TrainState(params, opt_state, state.step + 1), {"loss": loss, "grad_norm": optax.tree.norm(grads)}
-
-        return jax.lax.scan(step, state, jax.random.split(key, num_steps))
-
-    return fit
-
-
 # Fields that change no compiled program (host-side search settings, paths, counters): a resume in the same
 # process reuses the programs.
 _RUN_ONLY: dict[str, Any] = {
@@ -355,7 +329,7 @@ def _programs(cfg: DaggerConfig, snapshot_ticks: tuple[int, ...], segment_ticks:
     # -- 4./5. fit and evaluation ------------------------------------------------------------------------------
     evaluate = make_rollout(eval_run(cfg))
     optimizer = make_optimizer(cfg.optim)
-    fit = make_fit_n(cfg.model, optimizer, cfg.optim.batch_size, cfg.fit_block)
+    fit = make_fit(cfg.model, optimizer, cfg.optim.batch_size, cfg.fit_block)  # n traced (padded data)
     return Programs(level, env, env_params, collect_fn, sharded_play(False), sharded_play(True), evaluate, fit,
                     optimizer)  # fmt: skip
 

@@ -96,9 +96,12 @@ def train_state_like(
 
 def make_fit(
     model: network.ModelSpec, optimizer: optax.GradientTransformation, batch_size: int, num_steps: int
-) -> Callable[[TrainState, jax.Array, Stream], tuple[TrainState, dict[str, jax.Array]]]:
-    """Build jitted ``fit(state, key, stream) -> (state, metrics)``: ``num_steps`` gradient steps on random windows.
+) -> Callable[..., tuple[TrainState, dict[str, jax.Array]]]:
+    """Build jitted ``fit(state, key, stream, n=None) -> (state, metrics)``: ``num_steps`` gradient steps on random
+    windows.
 
+    Windows start in ``[0, n - H]``: ``n`` is the stream's length, or, given (traced), the length of the data in a
+    stream padded past it, so that data that grows (DAgger) recompiles only when its padded size grows.
     ``metrics`` hold per-step ``loss`` and ``grad_norm`` arrays ([num_steps]).
     """
     H = model.action_chunk_size
@@ -107,13 +110,16 @@ def make_fit(
         return flow_loss(params, model, key, obs, actions)
 
     @functools.partial(jax.jit, donate_argnums=(0,))
-    def fit(state: TrainState, key: jax.Array, stream: Stream) -> tuple[TrainState, dict[str, jax.Array]]:
-        n = stream.action.shape[0]
-        assert n >= H, f"a stream of {n} transitions holds no {H}-action window"
+    def fit(
+        state: TrainState, key: jax.Array, stream: Stream, n: jax.Array | None = None
+    ) -> tuple[TrainState, dict[str, jax.Array]]:
+        length: int | jax.Array = stream.action.shape[0] if n is None else n
+        if n is None:
+            assert length >= H, f"a stream of {length} transitions holds no {H}-action window"
 
         def step(state: TrainState, k: jax.Array) -> tuple[TrainState, dict[str, jax.Array]]:
             k_idx, k_loss = jax.random.split(k)
-            start = jax.random.randint(k_idx, (batch_size,), 0, n - H + 1)
+            start = jax.random.randint(k_idx, (batch_size,), 0, length - H + 1)
             obs, actions = chunk_at(stream, start, H)
             loss, grads = jax.value_and_grad(loss_fn)(state.params, k_loss, obs, actions)
             updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
