@@ -16,10 +16,27 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import types
+import typing
 from collections.abc import Mapping
 from typing import Any
 
 from rtc_sweep.errors import ConfigError
+
+
+def schema_type(hint: Any) -> Any:
+    """A runtime field's type as OmegaConf takes it, tuples as lists (``tuple[int, ...] | None``: ``list[int] |
+    None``): both apps build their Hydra schemas with it."""
+    if isinstance(hint, types.UnionType):
+        args = [schema_type(a) for a in typing.get_args(hint)]
+        out = args[0]
+        for a in args[1:]:
+            out = out | a
+        return out
+    if typing.get_origin(hint) is tuple:
+        return list[typing.get_args(hint)[0]]  # type: ignore[misc]
+    return hint
+
 
 # Metadata of a field that the boundary (sweep/evaluate.py: validate) fills from the keys, e.g. a policy file found
 # or a trace file read: not a config key, so in no schema and no results column.

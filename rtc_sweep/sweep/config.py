@@ -32,7 +32,6 @@ import dataclasses
 import functools
 import json
 import re
-import types
 import typing
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -41,7 +40,15 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
-from rtc_sweep.core.options import DELAY_GROUP, EXECUTE_GROUP, METHOD_GROUP, OPTION_GROUPS, OptionGroup, config_keys
+from rtc_sweep.core.options import (
+    DELAY_GROUP,
+    EXECUTE_GROUP,
+    METHOD_GROUP,
+    OPTION_GROUPS,
+    OptionGroup,
+    config_keys,
+    schema_type,
+)
 from rtc_sweep.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -49,21 +56,6 @@ if TYPE_CHECKING:
 
 SCHEMA_NAME = "rtc_sweep_schema"
 T = TypeVar("T")
-
-
-def _schema_type(hint: Any) -> Any:
-    """A runtime field's type as OmegaConf takes it: tuples become lists (``tuple[int, ...] | None``: ``list[int] |
-    None``)."""
-    if isinstance(hint, types.UnionType):
-        args = [_schema_type(a) for a in typing.get_args(hint)]
-        out = args[0]
-        for a in args[1:]:
-            out = out | a
-        return out
-    if typing.get_origin(hint) is tuple:
-        item, _ = typing.get_args(hint)
-        return list[item]  # type: ignore[valid-type]
-    return hint
 
 
 def _schema_default(default: Any) -> Any:
@@ -78,7 +70,7 @@ def option_schema(group: OptionGroup, kind: str) -> type:
     hints = typing.get_type_hints(group.fields)
     keys = group.keys[kind]
     fields = [
-        (f.name, _schema_type(hints[f.name]), _schema_default(kind if f.name == group.selector else f.default))
+        (f.name, schema_type(hints[f.name]), _schema_default(kind if f.name == group.selector else f.default))
         for f in dataclasses.fields(group.fields)
         if f.name in keys
     ]

@@ -39,7 +39,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import types
 import typing
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -57,6 +56,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from rtc_sweep.core import kinetix_env as ke
 from rtc_sweep.core.network import NetworkConfig
+from rtc_sweep.core.options import schema_type
 from rtc_sweep.core.policy import model_from_config
 from rtc_sweep.errors import ConfigError
 from rtc_sweep.train.collect import CollectConfig, collect
@@ -332,19 +332,6 @@ _TASK_OF_CONFIG: dict[type, Task] = {t.config: t for t in TASKS.values()}
 # --- the schemas -------------------------------------------------------------------------------------------------
 
 
-def _schema_type(hint: Any) -> Any:
-    """A runtime field's type as OmegaConf takes it: tuples become lists."""
-    if isinstance(hint, types.UnionType):
-        args = [_schema_type(a) for a in typing.get_args(hint)]
-        out = args[0]
-        for a in args[1:]:
-            out = out | a
-        return out
-    if typing.get_origin(hint) is tuple:
-        return list[typing.get_args(hint)[0]]  # type: ignore[misc]
-    return hint
-
-
 def _default_of(f: dataclasses.Field[Any]) -> Any:
     if f.default is not dataclasses.MISSING:
         return f.default
@@ -368,9 +355,9 @@ def _schema(cls: type, name: str, defaults: Any = None, skip: tuple[str, ...] = 
             nested = _make(f"{name}{f.name.title()}", _schema(hint, f"{name}{f.name.title()}", value))
             nested_fields.append((f.name, nested, dataclasses.field(default_factory=nested)))
         elif isinstance(value, tuple | list):
-            out.append((f.name, _schema_type(hint), dataclasses.field(default_factory=_list_of(value))))
+            out.append((f.name, schema_type(hint), dataclasses.field(default_factory=_list_of(value))))
         else:
-            out.append((f.name, _schema_type(hint), dataclasses.field(default=value)))
+            out.append((f.name, schema_type(hint), dataclasses.field(default=value)))
     return out + nested_fields
 
 
