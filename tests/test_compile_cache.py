@@ -61,6 +61,17 @@ def test_compile_log_sees_a_persistent_cache_hit(tmp_path: Path) -> None:
     assert not second.compiled() or all(p.name != "tiny_program" for p in second.compiled())
 
 
+def test_the_rollout_program_is_named_rollout() -> None:
+    """Its name is what the cache entries (``jit_rollout-<key>-cache``), the compile log and
+    scripts/bench_compile.py know it by; the jitted wrapper must not rename it."""
+    from rtc_sweep.core import timeline
+    from rtc_sweep.core.options import MethodConfig
+
+    spec = timeline.RolloutSpec(env=None, method=MethodConfig(), model=None, num_flow_steps=1, num_ticks=1,  # type: ignore[arg-type]
+                                obs_dim=1, action_dim=1)  # fmt: skip
+    assert timeline.make_rollout(spec).__name__ == "rollout"
+
+
 def test_warmup_command_line_runs_here_and_writes_nowhere_of_the_sweep() -> None:
     args = command_line(["-m", "seed=0,1", "hydra/launcher=slurm", "hydra.launcher.warmup=true", "hydra.sweep.dir=x"],
                         "/tmp/scratch")  # fmt: skip

@@ -598,4 +598,5 @@ def make_rollout(spec: RolloutSpec, scope_batch: bool = False, sharded: bool = T
             )
         return fn(*args)
 
+    run.__name__ = run.__qualname__ = "rollout"  # the program's name in logs, profiles and the compile cache
     return jax.jit(run)
