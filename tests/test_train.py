@@ -220,6 +220,22 @@ def test_plan_search_writes_its_layout_and_resumes(tmp_path):
     resumed = json.loads((run / "cem.json").read_text())
     assert resumed[:2] == history and resumed[2]["generation"] == 2
 
+    # Feedback: the open-loop plan continued as a controller that reacts to the state (closed-loop demonstrations).
+    fb = dataclasses.replace(cfg, run_dir=str(tmp_path / "feedback"), feedback_dims=3, init_plan=str(run),
+                             basis_envs=4, feedback_std=0.5)  # fmt: skip
+    stats = run_plan(fb, progress=False)
+    with np.load(tmp_path / "feedback" / "basis.npz") as basis:
+        assert basis["obs_bar"].shape[0] == 8 and basis["directions"].shape[0] == 3 and (basis["spread"] > 0).all()
+        norms = np.linalg.norm(basis["directions"], axis=1)
+        assert np.allclose(norms[norms > 0], 1.0, atol=1e-4)  # principal directions (zero rows: none observed)
+    gains = np.load(tmp_path / "feedback" / "gains.npy")
+    assert gains.shape == (3, 6) and np.abs(gains).sum() > 0 and not gains[:, ~used].any()
+    assert stats["feedback_dims"] == 3 and stats["demonstrations"]["environments"] == 4
+    with np.load(tmp_path / "feedback" / "data" / "worlds_l_grasp_easy.npz") as data:
+        assert set(data.files) == {"obs", "action", "done", "solved", "return_", "length"}
+    with pytest.raises(FileNotFoundError, match=r"task\.init_plan"):
+        run_plan(dataclasses.replace(fb, run_dir=str(tmp_path / "f2"), init_plan=str(tmp_path / "none")))
+
 
 def _fake_plan_run(run: Path, plan: np.ndarray, solved: float, lengths: list[int], obs_value: float) -> None:
     """A finished task=plan folder by hand: plan.npy, stats.json and demonstrations of the given episode lengths."""

@@ -17,6 +17,19 @@ the distance term (closest approach of a goal-role shape to a target-role shape 
 shaping that lets the search start from plans that never solve. Each generation keeps the ``elite`` best of
 ``population`` candidates and moves the sampling mean and std towards theirs (``smoothing``).
 
+**Feedback** (``feedback_dims`` k > 0): the plan becomes a time-varying controller that reacts to the state it
+is in, so that its demonstrations are closed-loop (a policy imitating them must look at a fresh observation,
+which is what makes an inference delay cost something). Around a nominal plan ``u`` (``init_plan``: a finished
+open-loop search, continued from its mean), the action at tick t is::
+
+    clip(u[t // segment_ticks] + tanh(W · z_t), -1, 1),    z_t = B · (obs_t - obs_bar_t) / sd
+
+where ``obs_bar_t`` is the nominal plan's mean observation at tick t over ``basis_envs`` noisy episodes, ``B``
+the ``k`` principal directions of those episodes' deviations from it and ``sd`` their spreads (``basis.npz``):
+the few directions in which the env's noise actually pushes the state. The search optimises ``u`` and the
+gains ``W`` [k, action_dim] together (``feedback_std``: the gains' initial sampling std). With k = 0 it is the
+open-loop search, unchanged.
+
 Then the mean plan is played on ``demo_envs`` environments with the env's noise; its solved first episodes
 are the demonstrations, in the self-imitation data format (``rtc_sweep.train.self_imitation``), ready for
 ``task=flow`` (flow BC) and then ``task=self_imitation`` (closed-loop polishing).
@@ -25,7 +38,9 @@ Layout of ``run_dir`` (resumable after any finished generation)::
 
     config.json                      the settings
     cem.json                         per-generation numbers (population and elite solve rates, distance, std)
-    state.npz                        mean, std and the number of finished generations
+    state.npz                        mean, std and the number of finished generations (and the gains')
+    basis.npz                        feedback only: obs_bar, B and sd
+    gains.npy                        feedback only: the final mean gains W [k, action_dim]
     plan.npy                         the final mean plan [segments · segment_ticks, action_dim]
     stats.json                       the plan's solve rate over eval_envs noise draws, and the demonstrations'
     data/worlds_l_<level>.npz        the demonstrations (solved first episodes)
@@ -74,6 +89,10 @@ class PlanConfig:
     env_action_noise_std: float = 0.1  # the env's own action noise (the evaluation's)
     eval_envs: int = 512  # noise draws the final plan is measured over
     demo_envs: int = 2048  # environments the final plan is recorded on (its solved episodes are kept)
+    feedback_dims: int = 0  # k: 0 = an open-loop plan; > 0 = plan + feedback on k directions of the state
+    feedback_std: float = 0.3  # the initial sampling std of the feedback gains
+    init_plan: str | None = None  # a finished task=plan run_dir whose mean plan the search starts from
+    basis_envs: int = 256  # noisy episodes of the initial plan the feedback directions are computed from
 
 
 def action_dims(level: ke.Level, action_dim: int) -> np.ndarray:
@@ -112,8 +131,10 @@ def _programs(cfg: PlanConfig) -> tuple[Any, ...]:
         gap = pos[:, goal][:, :, None] - pos[:, target][:, None, :]
         return jnp.linalg.norm(gap, axis=-1).min(axis=(1, 2))
 
-    def local(plans: jax.Array, keys: jax.Array, record: bool) -> Any:
+    def local(plans: jax.Array, gains: jax.Array, keys: jax.Array, basis: Any, record: bool) -> Any:
+        """plans [E, K, A], gains [E, k, A], keys [E]; basis (obs_bar [T, D], B [k, D], sd [k])."""
         E = keys.shape[0]
+        obs_bar, directions, spread = basis
         obs0, state0 = env.reset(level)
         state = jax.tree.map(lambda x: jnp.broadcast_to(x, (E, *x.shape)), state0)
         obs = jnp.broadcast_to(obs0, (E, *obs0.shape))
@@ -124,6 +145,9 @@ def _programs(cfg: PlanConfig) -> tuple[Any, ...]:
             state, obs, first, near = carry
             k = jax.vmap(jax.random.fold_in, in_axes=(0, None))(keys, t)
             action = actions[:, t]
+            if cfg.feedback_dims > 0:  # the controller reacts to where the noise has pushed the state
+                z = (obs.astype(jnp.float32) - obs_bar[t]) @ directions.T / spread  # [E, k]
+                action = jnp.clip(action + jnp.tanh(jnp.einsum("ek,eka->ea", z, gains)), -1.0, 1.0)
             next_obs, state, info = step(k, state, action)
             live = ~first.finished
             near = jnp.where(live & ~info.done, jnp.minimum(near, closest(state)), near)
@@ -149,7 +173,8 @@ def _programs(cfg: PlanConfig) -> tuple[Any, ...]:
     def sharded(record: bool) -> Any:
         out = Transitions._make([P(None, "env")] * 7) if record else (env_first,) * 3  # shard_map's out_specs
         fn = functools.partial(local, record=record)
-        return jax.jit(jax.shard_map(fn, mesh=mesh, in_specs=(env_first, env_first), out_specs=out, check_vma=False))
+        specs = (env_first, env_first, env_first, P())
+        return jax.jit(jax.shard_map(fn, mesh=mesh, in_specs=specs, out_specs=out, check_vma=False))
 
     return level, env, sharded(False), sharded(True)
 
@@ -158,32 +183,86 @@ def _score(cfg: PlanConfig, solved: np.ndarray, length: np.ndarray, near: np.nda
     return 2.0 * solved - cfg.distance_weight * near - cfg.length_weight * length * solved
 
 
+def _basis(cfg: PlanConfig, record_fn: Any, mean: np.ndarray, key: jax.Array, obs_dim: int) -> dict[str, np.ndarray]:
+    """The feedback's coordinates: the mean plan's mean observation per tick over ``basis_envs`` noisy episodes
+    (first episodes only), the ``feedback_dims`` principal directions of the deviations from it, their spreads."""
+    T, k, n_dev = cfg.segments * cfg.segment_ticks, cfg.feedback_dims, jax.device_count()
+    n = -(-cfg.basis_envs // n_dev) * n_dev
+    none = _no_feedback(n, k, mean.shape[1], T, obs_dim)
+    tr = record_fn(jnp.broadcast_to(jnp.asarray(mean), (n, *mean.shape)), none[0],
+                   jax.random.split(jax.random.fold_in(key, 1_000_003), n), none[1])  # fmt: skip
+    obs = np.asarray(tr.obs, np.float64)  # [T, E, D]
+    done = np.asarray(tr.done)
+    live = np.concatenate([np.ones((1, n), bool), np.cumsum(done, axis=0)[:-1] == 0])  # [T, E]: in the first episode
+    count = np.maximum(live.sum(1), 1)[:, None]
+    obs_bar = (obs * live[..., None]).sum(1) / count  # [T, D]
+    dev = (obs - obs_bar[:, None])[live]  # [N, D]
+    _, sv, vt = np.linalg.svd(dev - dev.mean(0), full_matrices=False)
+    directions = vt[:k]
+    spread = np.maximum(sv[:k] / np.sqrt(max(len(dev) - 1, 1)), 1e-6)
+    if len(directions) < k:  # fewer observed directions than asked: the rest stay silent
+        directions = np.concatenate([directions, np.zeros((k - len(directions), obs.shape[-1]))])
+        spread = np.concatenate([spread, np.ones(k - len(spread))])
+    return {"obs_bar": obs_bar.astype(np.float32), "directions": directions.astype(np.float32),
+            "spread": spread.astype(np.float32)}  # fmt: skip
+
+
+def _no_feedback(n: int, k: int, a: int, t: int, d: int) -> tuple[jax.Array, tuple[jax.Array, ...]]:
+    """Zero gains for ``n`` environments and a basis of the right shapes (an open-loop plan, or the basis's own
+    episodes)."""
+    return jnp.zeros((n, k, a), jnp.float32), (
+        jnp.zeros((t, d), jnp.float32), jnp.zeros((k, d), jnp.float32), jnp.ones((k,), jnp.float32)
+    )  # fmt: skip
+
+
 def run_plan(cfg: PlanConfig, progress: bool = True) -> dict[str, Any]:
     """Run (or resume) the search, then measure the plan and record its demonstrations; returns stats.json."""
     if cfg.elite > cfg.population:
         raise ValueError(f"elite={cfg.elite} must be <= population={cfg.population}")
+    init = None if cfg.init_plan is None else Path(cfg.init_plan).expanduser() / "state.npz"
+    if init is not None and not init.is_file():
+        raise FileNotFoundError(f"task.init_plan: {init} not found (the run_dir of a task=plan search)")
     run_dir = Path(cfg.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     level, env, score_fn, record_fn = _programs(cfg)
-    A, K, M = env.action_dim, cfg.segments, cfg.noise_seeds
+    A, K, M, k = env.action_dim, cfg.segments, cfg.noise_seeds, cfg.feedback_dims
+    T, D = K * cfg.segment_ticks, env.obs_dim(level.params)
     used = action_dims(level, A)
     key = jax.random.key(cfg.seed)
     n_dev = jax.device_count()
     batch = -(-cfg.population * M // n_dev) * n_dev  # padded to the device count
 
-    state_file, log_file = run_dir / "state.npz", run_dir / "cem.json"
+    state_file, log_file, basis_file = run_dir / "state.npz", run_dir / "cem.json", run_dir / "basis.npz"
     if state_file.is_file():
         with np.load(state_file) as f:
             mean, std, start = f["mean"], f["std"], int(f["generation"])
+            gain_mean = f["gain_mean"] if k else np.zeros((0, A), np.float32)
+            gain_std = f["gain_std"] if k else np.zeros((0, A), np.float32)
         history = json.loads(log_file.read_text())[:start]
     else:
-        write_json(run_dir / "config.json", dataclasses.asdict(cfg))
         mean = np.zeros((K, A), np.float32)
-        if cfg.init_mean_std > 0:
+        if init is not None:
+            with np.load(init) as f:
+                mean = f["mean"].astype(np.float32)
+            if mean.shape != (K, A):
+                raise ValueError(f"task.init_plan: its plan has shape {mean.shape}, this search's is {(K, A)} "
+                                 "(task.segments x the action dimension)")  # fmt: skip
+        elif cfg.init_mean_std > 0:
             z = np.asarray(jax.random.normal(jax.random.fold_in(key, 999_999), (K, A)))
             mean = (np.clip(z * cfg.init_mean_std, -1.0, 1.0) * used).astype(np.float32)
+        write_json(run_dir / "config.json", dataclasses.asdict(cfg))
         std = np.where(used, cfg.init_std, 0.0).astype(np.float32) * np.ones((K, 1), np.float32)
+        gain_mean = np.zeros((k, A), np.float32)
+        gain_std = np.where(used, cfg.feedback_std, 0.0).astype(np.float32) * np.ones((k, 1), np.float32)
         start, history = 0, []
+    if k and not basis_file.is_file():
+        save_npz(basis_file, _basis(cfg, record_fn, mean, key, D))
+    basis: tuple[jax.Array, ...]
+    if k:
+        with np.load(basis_file) as f:
+            basis = (jnp.asarray(f["obs_bar"]), jnp.asarray(f["directions"]), jnp.asarray(f["spread"]))
+    else:
+        basis = _no_feedback(1, 0, A, T, D)[1]
 
     bar = tqdm(range(start, cfg.generations), desc="plan (CEM)", unit="gen", disable=not progress)
     for g in bar:
@@ -192,14 +271,22 @@ def run_plan(cfg: PlanConfig, progress: bool = True) -> dict[str, Any]:
         eps = np.asarray(jax.random.normal(jax.random.fold_in(k_g, 0), (cfg.population, K, A)))
         cand = np.clip(mean + std * eps, -1.0, 1.0).astype(np.float32) * used
         cand[0] = mean  # the current mean is always scored
-        plans = np.repeat(cand, M, axis=0)
-        plans = np.concatenate([plans, np.zeros((batch - len(plans), K, A), np.float32)])
+        gain_eps = np.asarray(jax.random.normal(jax.random.fold_in(k_g, 2), (cfg.population, k, A)))
+        gain_cand = ((gain_mean + gain_std * gain_eps) * used).astype(np.float32)
+        gain_cand[0] = gain_mean
+
+        def pad(x: np.ndarray) -> jax.Array:
+            x = np.repeat(x, M, axis=0)
+            return jnp.asarray(np.concatenate([x, np.zeros((batch - len(x), *x.shape[1:]), np.float32)]))
+
         keys = jax.random.split(jax.random.fold_in(k_g, 1), batch)
         solved, length, near = (np.asarray(x)[: cfg.population * M].reshape(cfg.population, M).mean(1)
-                                for x in score_fn(jnp.asarray(plans), keys))  # fmt: skip
+                                for x in score_fn(pad(cand), pad(gain_cand), keys, basis))  # fmt: skip
         elite = np.argsort(-_score(cfg, solved, length, near), kind="stable")[: cfg.elite]
         mean = (1 - cfg.smoothing) * mean + cfg.smoothing * cand[elite].mean(0)
         std = ((1 - cfg.smoothing) * std + cfg.smoothing * cand[elite].std(0) + cfg.min_std) * used
+        gain_mean = (1 - cfg.smoothing) * gain_mean + cfg.smoothing * gain_cand[elite].mean(0)
+        gain_std = ((1 - cfg.smoothing) * gain_std + cfg.smoothing * gain_cand[elite].std(0) + cfg.min_std) * used
         history.append({
             "generation": g,
             "population_solved": float(solved.mean()),
@@ -208,24 +295,32 @@ def run_plan(cfg: PlanConfig, progress: bool = True) -> dict[str, Any]:
             "elite_closest": float(near[elite].mean()),
             "elite_length": float(length[elite].mean()),
             "std": float(std[:, used].mean()),
+            **({"gain_norm": float(np.linalg.norm(gain_mean))} if k else {}),
             "wall_s": time.time() - t0,
         })  # fmt: skip
         write_json(log_file, history)
-        save_npz(state_file, {"mean": mean, "std": std, "generation": np.int64(g + 1)})
+        gains = {"gain_mean": gain_mean, "gain_std": gain_std} if k else {}
+        save_npz(state_file, {"mean": mean, "std": std, "generation": np.int64(g + 1), **gains})
         bar.set_postfix(
             elite=f"{solved[elite].mean():.2f}", pop=f"{solved.mean():.2f}", near=f"{near[elite].mean():.2f}"
         )
 
     plan = np.repeat(mean, cfg.segment_ticks, axis=0)  # [T, A]
     np.save(run_dir / "plan.npy", plan)
+    if k:
+        np.save(run_dir / "gains.npy", gain_mean)
     t0 = time.time()
+
+    def everywhere(n: int) -> tuple[jax.Array, jax.Array]:  # the mean plan and gains on n environments
+        return (jnp.broadcast_to(jnp.asarray(mean), (n, K, A)),
+                jnp.broadcast_to(jnp.asarray(gain_mean, jnp.float32), (n, k, A)))  # fmt: skip
+
     n_eval = -(-cfg.eval_envs // n_dev) * n_dev
-    solved, length, _ = score_fn(jnp.broadcast_to(jnp.asarray(mean), (n_eval, K, A)),
-                                 jax.random.split(jax.random.fold_in(key, 1_000_001), n_eval))  # fmt: skip
+    solved, length, _ = score_fn(*everywhere(n_eval), jax.random.split(jax.random.fold_in(key, 1_000_001), n_eval),
+                                 basis)  # fmt: skip
     solved = np.asarray(solved, np.float64)
     n_demo = -(-cfg.demo_envs // n_dev) * n_dev
-    tr = record_fn(jnp.broadcast_to(jnp.asarray(mean), (n_demo, K, A)),
-                   jax.random.split(jax.random.fold_in(key, 1_000_002), n_demo))  # fmt: skip
+    tr = record_fn(*everywhere(n_demo), jax.random.split(jax.random.fold_in(key, 1_000_002), n_demo), basis)
     data = solved_episodes(tr)
     name = ke.level_name(cfg.level)
     save_npz(run_dir / "data" / f"worlds_l_{name}.npz", data)
@@ -241,6 +336,7 @@ def run_plan(cfg: PlanConfig, progress: bool = True) -> dict[str, Any]:
             "kept_episodes": int(data["done"].sum()),
             "kept_transitions": len(data["done"]),
         },
+        "feedback_dims": k,
         "generations": len(history),
         "wall_s": {"search": float(sum(h["wall_s"] for h in history)), "measure_and_record": time.time() - t0},
     }
