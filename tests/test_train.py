@@ -12,14 +12,10 @@ from hydra import compose, initialize_config_dir
 
 from rtc_sweep.core.checkpoint import load_policy
 from rtc_sweep.core.policy import MODEL_PRESETS
-from rtc_sweep.errors import ConfigError
 from rtc_sweep.train import config as train_config
 from rtc_sweep.train.collect import CollectConfig, collect
 from rtc_sweep.train.flow_bc import FlowBCConfig, OptimConfig, Stream, chunk_at, train_flow
-from rtc_sweep.train.plan import PlanConfig, action_dims, run_plan
 from rtc_sweep.train.ppo import PPOConfig, train_ppo
-from rtc_sweep.train.rollout import shortest_episodes
-from rtc_sweep.train.self_imitation import SelfImitationConfig, run_self_imitation
 
 CONF = Path(__file__).resolve().parents[1] / "rtc_sweep" / "train" / "conf"
 SMALL = MODEL_PRESETS["small"]
@@ -146,142 +142,6 @@ def test_chunks_are_masked_from_the_first_done_on():
     _, chunks = chunk_at(stream, jnp.array([0, 4]), 4)
     np.testing.assert_array_equal(chunks[0, :, 0], [1, 2, 3, 0])  # the benchmark zeroes the done step too
     np.testing.assert_array_equal(chunks[1, :, 0], [5, 6, 7, 8])
-
-
-def test_the_elite_is_the_shortest_whole_episodes():
-    done = np.array([0, 0, 1, 1, 0, 0, 0, 1, 0, 1], bool)  # episodes of lengths 3, 1, 4, 2
-    data = {"done": done, "action": np.arange(10.0)}
-    half = shortest_episodes(data, 0.5)
-    np.testing.assert_array_equal(half["action"], [3, 8, 9])  # lengths 1 and 2, in their order
-    np.testing.assert_array_equal(half["done"], [True, False, True])
-    assert shortest_episodes(data, 0.01)["action"].tolist() == [3.0]  # at least one episode
-    assert shortest_episodes(data, 1.0) is data
-    with pytest.raises(ValueError, match="fraction"):
-        shortest_episodes(data, 0.0)
-
-
-def test_elite_fraction_out_of_range_names_the_key():
-    train_config.register()
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose("config", overrides=["task=self_imitation", "model=small", "task.elite_fraction=1.5"])
-    with pytest.raises(ConfigError, match=r"task\.elite_fraction"):
-        train_config.to_runtime(cfg, "small")
-
-
-def test_self_imitation_writes_iterations_and_resumes(tmp_path):
-    cfg = SelfImitationConfig(
-        run_dir=str(tmp_path / "si"),
-        model=SMALL,
-        optim=OptimConfig(batch_size=8, warmup_steps=1),
-        num_iterations=1,
-        init_candidates=2,
-        collect_envs=8,
-        eval_envs=4,
-        num_ticks=48,
-        grad_steps=3,
-        elite_fraction=0.5,
-    )
-    best = run_self_imitation(cfg, progress=False)
-    run = tmp_path / "si"
-    assert (run / "0" / "policies" / POLICY).is_file()
-    stats = json.loads((run / "1" / "stats.json").read_text())
-    assert 0.0 <= stats["eval"]["returned_episode_solved"] <= 1.0
-    assert all(np.isfinite(v) for v in stats["fit"].values())
-    with np.load(run / "1" / "data" / "worlds_l_grasp_easy.npz") as data:
-        assert set(data.files) == {"obs", "action", "done", "solved", "return_", "length"}
-        assert data["obs"].dtype == np.float16
-        if data["done"].size:  # only solved episodes are kept, each ending on its done row
-            assert data["done"][-1] and data["solved"][data["done"]].all()
-    assert json.loads((run / "best.json").read_text()) == best
-    run_self_imitation(dataclasses.replace(cfg, num_iterations=2), progress=False)
-    assert (run / "2" / "stats.json").is_file()
-    load_policy(run / "2" / "policies" / POLICY, SMALL)
-
-
-def test_plan_search_writes_its_layout_and_resumes(tmp_path):
-    from rtc_sweep.core import kinetix_env as ke
-
-    used = action_dims(ke.load_level("grasp_easy"), 6)
-    assert used.tolist() == [True, True, True, True, False, False]  # four motor bindings, no thrusters
-    cfg = PlanConfig(run_dir=str(tmp_path / "plan"), population=4, elite=2, generations=2, segments=2,
-                     segment_ticks=4, eval_envs=4, demo_envs=4, init_mean_std=0.5)  # fmt: skip
-    stats = run_plan(cfg, progress=False)
-    run = tmp_path / "plan"
-    history = json.loads((run / "cem.json").read_text())
-    assert [h["generation"] for h in history] == [0, 1]
-    assert all(np.isfinite(h["elite_closest"]) and h["elite_closest"] > 0 for h in history)
-    plan = np.load(run / "plan.npy")
-    assert plan.shape == (8, 6) and np.abs(plan).max() <= 1.0 and not plan[:, ~used].any()
-    assert (plan[:4] == plan[0]).all()  # piecewise constant over segment_ticks
-    assert stats["plan"]["episodes"] == 4 and 0.0 <= stats["plan"]["returned_episode_solved"] <= 1.0
-    with np.load(run / "data" / "worlds_l_grasp_easy.npz") as data:
-        assert set(data.files) == {"obs", "action", "done", "solved", "return_", "length"}
-    run_plan(dataclasses.replace(cfg, generations=3), progress=False)  # resumes after generation 1
-    resumed = json.loads((run / "cem.json").read_text())
-    assert resumed[:2] == history and resumed[2]["generation"] == 2
-
-    # Feedback: the open-loop plan continued as a controller that reacts to the state (closed-loop demonstrations).
-    fb = dataclasses.replace(cfg, run_dir=str(tmp_path / "feedback"), feedback_dims=3, init_plan=str(run),
-                             basis_envs=4, feedback_std=0.5)  # fmt: skip
-    stats = run_plan(fb, progress=False)
-    with np.load(tmp_path / "feedback" / "basis.npz") as basis:
-        assert basis["obs_bar"].shape[0] == 8 and basis["directions"].shape[0] == 3 and (basis["spread"] > 0).all()
-        norms = np.linalg.norm(basis["directions"], axis=1)
-        assert np.allclose(norms[norms > 0], 1.0, atol=1e-4)  # principal directions (zero rows: none observed)
-    gains = np.load(tmp_path / "feedback" / "gains.npy")
-    assert gains.shape == (3, 6) and np.abs(gains).sum() > 0 and not gains[:, ~used].any()
-    assert stats["feedback_dims"] == 3 and stats["demonstrations"]["environments"] == 4
-    with np.load(tmp_path / "feedback" / "data" / "worlds_l_grasp_easy.npz") as data:
-        assert set(data.files) == {"obs", "action", "done", "solved", "return_", "length"}
-    with pytest.raises(FileNotFoundError, match=r"task\.init_plan"):
-        run_plan(dataclasses.replace(fb, run_dir=str(tmp_path / "f2"), init_plan=str(tmp_path / "none")))
-
-
-def _fake_plan_run(run: Path, plan: np.ndarray, solved: float, lengths: list[int], obs_value: float) -> None:
-    """A finished task=plan folder by hand: plan.npy, stats.json and demonstrations of the given episode lengths."""
-    (run / "data").mkdir(parents=True)
-    np.save(run / "plan.npy", plan.astype(np.float32))
-    (run / "stats.json").write_text(json.dumps({"plan": {"returned_episode_solved": solved}}))
-    n = sum(lengths)
-    done = np.zeros(n, bool)
-    done[np.cumsum(lengths) - 1] = True
-    obs = np.full((n, 3), obs_value, np.float16)
-    np.savez(run / "data" / "worlds_l_grasp_easy.npz", obs=obs, action=np.zeros((n, 6), np.float32), done=done,
-             solved=done, return_=done.astype(np.float32), length=np.ones(n, np.int32))  # fmt: skip
-
-
-def test_mix_keeps_distinct_solving_plans_and_balances_episodes(tmp_path):
-    from rtc_sweep.train.modes import MixConfig, run_mix, split_episodes
-
-    T = 8
-    a = np.zeros((T, 6))
-    b = np.zeros((T, 6))
-    b[:, :4] = 0.8  # far from a on the used (motor) dimensions
-    near_a = a.copy()
-    near_a[:, 0] = 0.1  # RMS distance 0.05 over 4 used dims: the same mode as a
-    off_dims = a.copy()
-    off_dims[:, 4:] = 1.0  # differs only on dimensions grasp_easy does not use: the same mode
-    _fake_plan_run(tmp_path / "plan_s0", a, 0.99, [3, 4, 5], 0.0)
-    _fake_plan_run(tmp_path / "plan_s1", b, 0.95, [2, 2], 1.0)
-    _fake_plan_run(tmp_path / "plan_s2", near_a, 0.97, [4], 0.0)
-    _fake_plan_run(tmp_path / "plan_s3", off_dims, 0.90, [4], 0.0)
-    _fake_plan_run(tmp_path / "plan_s4", -b, 0.50, [4], 0.0)  # distinct but does not solve
-    cfg = MixConfig(run_dir=str(tmp_path / "mix"), plans=str(tmp_path / "plan_s*"), min_solved=0.8, min_distance=0.25)
-    report = run_mix(cfg)
-    assert [Path(r).name for r in report["kept"]] == ["plan_s0", "plan_s1"]
-    why = {Path(c["run"]).name: c["decision"] for c in report["candidates"]}
-    assert why["plan_s2"].startswith("same mode") and why["plan_s3"].startswith("same mode")
-    assert "min_solved" in why["plan_s4"]
-    assert report["kept_plan_distance"][0][1] == pytest.approx(0.8)
-    assert report["kept_obs_distance"][0][1] > 0  # the modes' states differ too
-    with np.load(tmp_path / "mix" / "data" / "worlds_l_grasp_easy.npz") as f:
-        merged = {k: f[k] for k in f.files}
-    eps = split_episodes(merged)
-    assert report["episodes_per_mode"] == 2 and len(eps) == 4  # two episodes from each kept mode
-    assert [s.stop - s.start for s in eps] == [3, 4, 2, 2]
-    assert json.loads((tmp_path / "mix" / "modes.json").read_text())["transitions"] == 11
-    with pytest.raises(FileNotFoundError, match=r"task.plans"):
-        run_mix(MixConfig(run_dir=str(tmp_path / "m2"), plans=str(tmp_path / "nothing*")))
 
 
 @pytest.mark.parametrize("task", ["self_imitation", "ppo", "collect", "flow", "flow_tt", "plan", "mix"])

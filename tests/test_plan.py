@@ -1,0 +1,96 @@
+"""task=plan (the cross-entropy search, open-loop and with feedback) and task=mix, on the real env (tiny shapes)."""
+
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from rtc_sweep.train.plan import PlanConfig, action_dims, run_plan
+
+
+def test_plan_search_writes_its_layout_and_resumes(tmp_path):
+    from rtc_sweep.core import kinetix_env as ke
+
+    used = action_dims(ke.load_level("grasp_easy"), 6)
+    assert used.tolist() == [True, True, True, True, False, False]  # four motor bindings, no thrusters
+    cfg = PlanConfig(run_dir=str(tmp_path / "plan"), population=4, elite=2, generations=2, segments=2,
+                     segment_ticks=4, eval_envs=4, demo_envs=4, init_mean_std=0.5)  # fmt: skip
+    stats = run_plan(cfg, progress=False)
+    run = tmp_path / "plan"
+    history = json.loads((run / "cem.json").read_text())
+    assert [h["generation"] for h in history] == [0, 1]
+    assert all(np.isfinite(h["elite_closest"]) and h["elite_closest"] > 0 for h in history)
+    plan = np.load(run / "plan.npy")
+    assert plan.shape == (8, 6) and np.abs(plan).max() <= 1.0 and not plan[:, ~used].any()
+    assert (plan[:4] == plan[0]).all()  # piecewise constant over segment_ticks
+    assert stats["plan"]["episodes"] == 4 and 0.0 <= stats["plan"]["returned_episode_solved"] <= 1.0
+    with np.load(run / "data" / "worlds_l_grasp_easy.npz") as data:
+        assert set(data.files) == {"obs", "action", "done", "solved", "return_", "length"}
+    run_plan(dataclasses.replace(cfg, generations=3), progress=False)  # resumes after generation 1
+    resumed = json.loads((run / "cem.json").read_text())
+    assert resumed[:2] == history and resumed[2]["generation"] == 2
+
+    # Feedback: the open-loop plan continued as a controller that reacts to the state (closed-loop demonstrations).
+    fb = dataclasses.replace(cfg, run_dir=str(tmp_path / "feedback"), feedback_dims=3, init_plan=str(run),
+                             basis_envs=4, feedback_std=0.5)  # fmt: skip
+    stats = run_plan(fb, progress=False)
+    with np.load(tmp_path / "feedback" / "basis.npz") as basis:
+        assert basis["obs_bar"].shape[0] == 8 and basis["directions"].shape[0] == 3 and (basis["spread"] > 0).all()
+        norms = np.linalg.norm(basis["directions"], axis=1)
+        assert np.allclose(norms[norms > 0], 1.0, atol=1e-4)  # principal directions (zero rows: none observed)
+    gains = np.load(tmp_path / "feedback" / "gains.npy")
+    assert gains.shape == (3, 6) and np.abs(gains).sum() > 0 and not gains[:, ~used].any()
+    assert stats["feedback_dims"] == 3 and stats["demonstrations"]["environments"] == 4
+    with np.load(tmp_path / "feedback" / "data" / "worlds_l_grasp_easy.npz") as data:
+        assert set(data.files) == {"obs", "action", "done", "solved", "return_", "length"}
+    with pytest.raises(FileNotFoundError, match=r"task\.init_plan"):
+        run_plan(dataclasses.replace(fb, run_dir=str(tmp_path / "f2"), init_plan=str(tmp_path / "none")))
+
+
+def _fake_plan_run(run: Path, plan: np.ndarray, solved: float, lengths: list[int], obs_value: float) -> None:
+    """A finished task=plan folder by hand: plan.npy, stats.json and demonstrations of the given episode lengths."""
+    (run / "data").mkdir(parents=True)
+    np.save(run / "plan.npy", plan.astype(np.float32))
+    (run / "stats.json").write_text(json.dumps({"plan": {"returned_episode_solved": solved}}))
+    n = sum(lengths)
+    done = np.zeros(n, bool)
+    done[np.cumsum(lengths) - 1] = True
+    obs = np.full((n, 3), obs_value, np.float16)
+    np.savez(run / "data" / "worlds_l_grasp_easy.npz", obs=obs, action=np.zeros((n, 6), np.float32), done=done,
+             solved=done, return_=done.astype(np.float32), length=np.ones(n, np.int32))  # fmt: skip
+
+
+def test_mix_keeps_distinct_solving_plans_and_balances_episodes(tmp_path):
+    from rtc_sweep.train.modes import MixConfig, run_mix, split_episodes
+
+    T = 8
+    a = np.zeros((T, 6))
+    b = np.zeros((T, 6))
+    b[:, :4] = 0.8  # far from a on the used (motor) dimensions
+    near_a = a.copy()
+    near_a[:, 0] = 0.1  # RMS distance 0.05 over 4 used dims: the same mode as a
+    off_dims = a.copy()
+    off_dims[:, 4:] = 1.0  # differs only on dimensions grasp_easy does not use: the same mode
+    _fake_plan_run(tmp_path / "plan_s0", a, 0.99, [3, 4, 5], 0.0)
+    _fake_plan_run(tmp_path / "plan_s1", b, 0.95, [2, 2], 1.0)
+    _fake_plan_run(tmp_path / "plan_s2", near_a, 0.97, [4], 0.0)
+    _fake_plan_run(tmp_path / "plan_s3", off_dims, 0.90, [4], 0.0)
+    _fake_plan_run(tmp_path / "plan_s4", -b, 0.50, [4], 0.0)  # distinct but does not solve
+    cfg = MixConfig(run_dir=str(tmp_path / "mix"), plans=str(tmp_path / "plan_s*"), min_solved=0.8, min_distance=0.25)
+    report = run_mix(cfg)
+    assert [Path(r).name for r in report["kept"]] == ["plan_s0", "plan_s1"]
+    why = {Path(c["run"]).name: c["decision"] for c in report["candidates"]}
+    assert why["plan_s2"].startswith("same mode") and why["plan_s3"].startswith("same mode")
+    assert "min_solved" in why["plan_s4"]
+    assert report["kept_plan_distance"][0][1] == pytest.approx(0.8)
+    assert report["kept_obs_distance"][0][1] > 0  # the modes' states differ too
+    with np.load(tmp_path / "mix" / "data" / "worlds_l_grasp_easy.npz") as f:
+        merged = {k: f[k] for k in f.files}
+    eps = split_episodes(merged)
+    assert report["episodes_per_mode"] == 2 and len(eps) == 4  # two episodes from each kept mode
+    assert [s.stop - s.start for s in eps] == [3, 4, 2, 2]
+    assert json.loads((tmp_path / "mix" / "modes.json").read_text())["transitions"] == 11
+    with pytest.raises(FileNotFoundError, match=r"task.plans"):
+        run_mix(MixConfig(run_dir=str(tmp_path / "m2"), plans=str(tmp_path / "nothing*")))
