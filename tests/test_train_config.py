@@ -37,6 +37,7 @@ REQUIRED = {
     "plan": [],
     "mix": ["task.plans=runs/p*"],
     "dagger": ["task.init_checkpoint=x.pkl", "task.plan_dir=runs/p"],
+    "relabel": ["task.init_checkpoint=x.pkl", "task.expert_dir=runs/p"],
 }
 
 

@@ -66,6 +66,8 @@ from rtc_sweep.train.flow_bc import FlowBCConfig, OptimConfig, train_flow
 from rtc_sweep.train.modes import MixConfig, run_mix
 from rtc_sweep.train.plan import PlanConfig, run_plan
 from rtc_sweep.train.ppo import PPOConfig, train_ppo
+from rtc_sweep.train.relabel import RelabelConfig, run_relabel
+from rtc_sweep.train.relabel import check_config as check_relabel
 from rtc_sweep.train.self_imitation import SelfImitationConfig, run_self_imitation
 from rtc_sweep.train.self_imitation import check_config as check_self_imitation
 
@@ -78,7 +80,16 @@ SHARED_SOURCE = "rtc-shared://rtc_sweep/conf"
 # Runtime fields the app fills from the top-level keys (run_dir, level.name, seed, model), not from task.<field>.
 PLUMBING = ("run_dir", "level", "seed", "model")
 
-Runtime = SelfImitationConfig | FlowBCConfig | PPOConfig | CollectConfig | PlanConfig | MixConfig | DaggerConfig
+Runtime = (
+    SelfImitationConfig
+    | FlowBCConfig
+    | PPOConfig
+    | CollectConfig
+    | PlanConfig
+    | MixConfig
+    | DaggerConfig
+    | RelabelConfig
+)
 
 
 @dataclasses.dataclass
@@ -164,6 +175,10 @@ def _plan_paths(keys: dict[str, Any], where: Where) -> dict[str, Any]:
 
 def _mix_paths(keys: dict[str, Any], where: Where) -> dict[str, Any]:
     return {"run_dir": where.run_dir or _runs("mix", where.level)}
+
+
+def _relabel_paths(keys: dict[str, Any], where: Where) -> dict[str, Any]:
+    return {"run_dir": where.run_dir or _runs("relabel", f"{where.level}_{where.model}")}
 
 
 def _dagger_paths(keys: dict[str, Any], where: Where) -> dict[str, Any]:
@@ -267,6 +282,11 @@ def _check_dagger(cfg: DaggerConfig) -> None:
         raise ConfigError(f"task.{str(e).split('=')[0]}", str(e)) from None
 
 
+def _check_relabel(cfg: RelabelConfig) -> None:
+    check_relabel(cfg)  # relabel.check_config: sizes and counts, "task.<key>"
+    _check_optim(cfg.optim)
+
+
 # --- the tasks ---------------------------------------------------------------------------------------------------
 
 
@@ -293,6 +313,10 @@ def _run_plan(cfg: PlanConfig, progress: bool) -> float:
 
 def _run_mix(cfg: MixConfig, progress: bool) -> float:
     return float(len(run_mix(cfg)["kept"]))
+
+
+def _run_relabel(cfg: RelabelConfig, progress: bool) -> float:
+    return float(run_relabel(cfg, progress)["returned_episode_solved"])
 
 
 def _run_dagger(cfg: DaggerConfig, progress: bool) -> float:
@@ -325,6 +349,7 @@ TASKS: dict[str, Task] = {
         Task("plan", PlanConfig, _plan_paths, _check_plan, _run_plan),
         Task("mix", MixConfig, _mix_paths, _check_mix, _run_mix),
         Task("dagger", DaggerConfig, _dagger_paths, _check_dagger, _run_dagger),
+        Task("relabel", RelabelConfig, _relabel_paths, _check_relabel, _run_relabel),
     )
 }
 _TASK_OF_CONFIG: dict[type, Task] = {t.config: t for t in TASKS.values()}
