@@ -1,20 +1,21 @@
 #!/usr/bin/env bash
 # The closed-loop route: each open-loop plan of scripts/train_levels.sh continued as a feedback controller
-# (task=plan task.feedback_dims=K task.init_plan=<plan>), its demonstrations -> flow BC (small) -> self-imitation if
-# it solves < SI_BELOW -> the shipping measurements. Per level, under runs/levels/<level>/ (git-ignored):
+# (task=plan task.feedback_dims=K task.init_plan=<plan>), its demonstrations -> flow BC (small) -> DAgger with the
+# first feedback plan as the expert (task=relabel) -> the shipping measurements. Per level, under
+# runs/levels/<level>/ (git-ignored):
 #   fb<K>_s<k>/       the feedback search continued from plan_s<k>/ (for each plan_s<k> that solves >= MIN_PLAN)
 #   fb<K>_mix/        when more than one feedback plan solves >= MIN_FIRST and they differ: task=mix of them
-#   fb<K>_bc/ fb<K>_si/  flow BC on the feedback demonstrations, self-imitation from its last epoch
+#   fb<K>_bc/ fb<K>_relabel/  flow BC on the feedback demonstrations; DAgger from its last epoch (best iteration)
 #   fb<K>_eval_d0/    naive, d = 0, s = 1, 2048 episodes (the shipping criterion: >= 0.8)
 #   fb<K>_eval_d4/    naive, d = 4, s = 4, 1024 episodes (delay sensitivity: >= 0.10 below eval_d0)
 #   fb<K>_policy_path, times.tsv (stages prefixed fb<K>_)
 # Resumable like train_levels.sh: each stage is skipped when its output exists.
 #   bash scripts/train_feedback.sh [level ...]
-#   env: K (8: feedback directions), GENS (15), POP (128), NOISE (4), INIT_STD (0.3), EPOCHS (10), SI_ITERS (4),
-#        SI_BELOW (0.85), MIN_PLAN (0.3: open-loop plans worth continuing), MIN_FIRST (0.5)
+#   env: K (8: feedback directions), GENS (15), POP (128), NOISE (4), INIT_STD (0.3), EPOCHS (30), ITERS (6: DAgger),
+#        MIN_PLAN (0.3: open-loop plans worth continuing), MIN_FIRST (0.5)
 set -uo pipefail
-K=${K:-8}; GENS=${GENS:-15}; POP=${POP:-128}; NOISE=${NOISE:-4}; INIT_STD=${INIT_STD:-0.3}; EPOCHS=${EPOCHS:-10}
-SI_ITERS=${SI_ITERS:-4}; SI_BELOW=${SI_BELOW:-0.85}; MIN_PLAN=${MIN_PLAN:-0.3}; MIN_FIRST=${MIN_FIRST:-0.5}
+K=${K:-8}; GENS=${GENS:-15}; POP=${POP:-128}; NOISE=${NOISE:-4}; INIT_STD=${INIT_STD:-0.3}; EPOCHS=${EPOCHS:-30}
+ITERS=${ITERS:-6}; MIN_PLAN=${MIN_PLAN:-0.3}; MIN_FIRST=${MIN_FIRST:-0.5}
 stamp() { date +%s; }
 solved_of() { python -c "import json; print(json.load(open('$1'))['plan']['returned_episode_solved'])"; }
 at_least() { python -c "import sys; sys.exit(0 if $1 >= $2 else 1)"; }
@@ -57,16 +58,11 @@ for level in "$@"; do
       echo -e "${fb}_bc\t$(( $(stamp) - t0 ))" >> "${log}"
     fi
     t0=$(stamp)
-    python -m rtc_sweep.train task=self_imitation level="${level}" model=small run_dir="${run}/${fb}_si" \
-      progress=false task.init_checkpoint="${ckpt}" task.num_iterations=0
-    bc_solved=$(python -c "import json; print(json.load(open('${run}/${fb}_si/best.json'))['returned_episode_solved'])")
-    if ! at_least "${bc_solved}" "${SI_BELOW}"; then
-      python -m rtc_sweep.train task=self_imitation level="${level}" model=small run_dir="${run}/${fb}_si" \
-        progress=false task.init_checkpoint="${ckpt}" task.num_iterations="${SI_ITERS}" task.patience=3
-      best=$(python -c "import json; print(json.load(open('${run}/${fb}_si/best.json'))['iteration'])")
-      [ "${best}" = 0 ] || ckpt=${run}/${fb}_si/${best}/policies/worlds_l_${level}.pkl
-    fi
-    echo -e "${fb}_si\t$(( $(stamp) - t0 ))" >> "${log}"
+    python -m rtc_sweep.train task=relabel level="${level}" model=small run_dir="${run}/${fb}_relabel" \
+      progress=false task.init_checkpoint="${ckpt}" task.expert_dir="${kept[0]}" task.num_iterations="${ITERS}"
+    best=$(python -c "import json; print(json.load(open('${run}/${fb}_relabel/best.json'))['iteration'])")
+    [ "${best}" = 0 ] || ckpt=${run}/${fb}_relabel/${best}/policies/worlds_l_${level}.pkl
+    echo -e "${fb}_relabel\t$(( $(stamp) - t0 ))" >> "${log}"
     echo "${ckpt}" > "${run}/${fb}_policy_path"
     for d in 0 4; do
       [ -f "${run}/${fb}_eval_d${d}/results.csv" ] && continue

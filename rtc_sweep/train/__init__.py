@@ -1,8 +1,10 @@
 """Training of the policies rtc_sweep evaluates: ``python -m rtc_sweep.train task=<task> level=... model=...``.
 
 The shipped policies: demonstrations from open-loop plans (``plan``; several merged into a multimodal dataset,
-``mix``), flow BC on them (``flow``) and its training-time RTC fine-tune (``flow_tt``), polished by
-success-filtered self-imitation (``self_imitation``) or DAgger with the planner as the expert (``dagger``).
+``mix``; with ``feedback_dims`` a plan continued as a controller that reacts to the state), flow BC on them
+(``flow``) and its training-time RTC fine-tune (``flow_tt``), polished by success-filtered self-imitation
+(``self_imitation``), DAgger with the planner as the expert (``dagger``) or with a feedback plan as the expert
+(``relabel``).
 The benchmark's route: expert PPO (``ppo``), demonstrations from the best experts (``collect``), flow BC. They
 share the flow trainer (``flow_bc``) and the rollouts (``rollout``).
 
