@@ -12,8 +12,9 @@ nothing to say. Per iteration ``i``:
 
 1. **collect**: the current policy on the evaluation's timeline (``rollout.measurement``: naive, d = 0, s = 1, the
    env's action noise, no exploration) on ``rollout_envs`` environments, transitions recorded;
-2. **label**: each first episode's ticks ``t < `` the plan's length get the expert's action at their observation
-   (episodes that outlast the plan are cut there, their last kept row marked ``done``), solved or not;
+2. **label**: each first episode's ticks ``t < label_ticks`` (default: the median length of the expert's own
+   episodes, the time in which the outcome is decided) and ``t <`` the plan's length get the expert's action at their
+   observation (episodes that last longer are cut there, their last kept row marked ``done``), solved or not;
 3. **fit**: flow-matching BC (``rtc_sweep.train.flow_bc.make_fit``, one optimiser state for the run) for
    ``epochs_per_iteration`` passes over the aggregate: the expert's demonstrations plus every iteration's labels;
 4. **evaluate**: the measurement of self-imitation (``eval_envs`` first episodes); ``best.json`` keeps the best
@@ -80,6 +81,8 @@ class RelabelConfig:
     rollout_envs: int = 256  # environments whose first episodes are labelled per iteration
     epochs_per_iteration: float = 3.0  # passes over the aggregate per iteration
     include_demos: bool = True  # the aggregate starts with the expert's own demonstrations (expert_dir/data)
+    label_ticks: int = 0  # label episode ticks < this; 0: the median length of the expert's demonstration episodes
+    #                       (where the outcome is still open: later states of a failed episode are mostly lost)
     fit_block: int = 256  # gradient steps per compiled fit call (an iteration runs as many blocks as it needs)
     eval_envs: int = 512  # environments (first episodes) in each iteration's evaluation
     num_ticks: int = 256  # ticks per environment in every rollout (the level's max_timesteps)
@@ -129,8 +132,9 @@ def load_expert(expert_dir: str | Path) -> Expert:
 
 
 def label(expert: Expert, obs: np.ndarray, done: np.ndarray, num_ticks: int) -> dict[str, np.ndarray]:
-    """Each first episode of a time-major rollout (obs [T, E, D], done [T, E]) up to its done or the plan's end,
-    labelled with the expert's actions: an env-major stream of whole episodes (the last row of each ``done``)."""
+    """Each first episode of a time-major rollout (obs [T, E, D], done [T, E]) up to its done, the plan's end or
+    tick ``num_ticks``, labelled with the expert's actions: an env-major stream of whole episodes (the last row of
+    each ``done``)."""
     T, E = done.shape
     horizon = min(T, expert.num_ticks, num_ticks)
     ended = np.cumsum(done, axis=0)
@@ -151,7 +155,7 @@ def check_config(cfg: RelabelConfig) -> None:
     for key in ("rollout_envs", "eval_envs", "num_ticks", "num_flow_steps", "fit_block"):
         if getattr(cfg, key) < 1:
             raise ConfigError(f"task.{key}", f"{getattr(cfg, key)}; allowed: >= 1")
-    for key in ("num_iterations", "patience"):
+    for key in ("num_iterations", "patience", "label_ticks"):
         if getattr(cfg, key) < 0:
             raise ConfigError(f"task.{key}", f"{getattr(cfg, key)}; allowed: >= 0")
     if not cfg.epochs_per_iteration > 0:
@@ -188,7 +192,8 @@ def run_relabel(cfg: RelabelConfig, progress: bool = True) -> dict[str, Any]:
     if not Path(cfg.init_checkpoint).expanduser().is_file():
         raise FileNotFoundError(f"task.init_checkpoint: {cfg.init_checkpoint} not found (a policy .pkl)")
     runtime_only: dict[str, Any] = {"run_dir": "", "seed": 0, "num_iterations": 0, "patience": 0, "expert_dir": "",
-                    "init_checkpoint": "", "epochs_per_iteration": 1.0, "include_demos": True}  # fmt: skip
+                    "init_checkpoint": "", "epochs_per_iteration": 1.0, "include_demos": True,
+                    "label_ticks": 0}  # fmt: skip
     evaluate, collect, optimizer, fit = _programs(dataclasses.replace(cfg, **runtime_only))
     spec = evaluate.setup.spec
     obs_dim, action_dim, H = spec.obs_dim, spec.action_dim, cfg.model.action_chunk_size
@@ -218,6 +223,13 @@ def run_relabel(cfg: RelabelConfig, progress: bool = True) -> dict[str, Any]:
             raise FileNotFoundError(f"task.expert_dir: {demos} not found (task.include_demos=false fits without it)")
         with np.load(demos) as f:
             parts.append({k: f[k] for k in ("obs", "action", "done")})
+    label_ticks = cfg.label_ticks
+    if label_ticks == 0:
+        if not demos.is_file():
+            raise FileNotFoundError(f"task.expert_dir: {demos} not found (give task.label_ticks > 0 without it)")
+        with np.load(demos) as f:
+            ends = np.flatnonzero(f["done"])
+        label_ticks = int(np.median(np.diff(np.concatenate([[-1], ends])))) if len(ends) else cfg.num_ticks
 
     done_iters = _completed(run_dir)
     state_file = run_dir / "state.pkl"
@@ -253,7 +265,7 @@ def run_relabel(cfg: RelabelConfig, progress: bool = True) -> dict[str, Any]:
         tr = transitions(out)
         assert tr is not None
         collected = episode_stats(out)
-        data = label(expert, np.asarray(tr.obs), np.asarray(tr.done), cfg.num_ticks)
+        data = label(expert, np.asarray(tr.obs), np.asarray(tr.done), min(label_ticks, cfg.num_ticks))
         del out, tr
         collect_s = time.time() - t0
         save_npz(run_dir / str(it) / "data" / data_name, data)
