@@ -89,6 +89,7 @@ def test_relabel_writes_its_layout_labels_the_learners_states_and_resumes(tmp_pa
     np.testing.assert_allclose(data["action"], expert.actions(data["obs"], data["tick"]), atol=1e-6)
     assert not data["action"][:, ~used].any()
     assert stats[1]["collect"]["aggregate_transitions"] == 1024 + len(data["done"])
+    assert stats[1]["collect"]["label_ticks"] == 8  # the demos' median episode (64 ticks), capped at num_ticks
     assert stats[2]["fit"]["loss_last"] < stats[1]["fit"]["loss_first"]  # the fit learns
     assert stats[2]["fit"]["grad_steps"] == stats[1]["fit"]["grad_steps"] + stats[2]["fit"]["grad_steps_this_iteration"]
     run_relabel(RelabelConfig(**{**cfg.__dict__, "num_iterations": 3}), progress=False)  # resumes after iteration 2

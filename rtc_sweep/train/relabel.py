@@ -304,6 +304,7 @@ def run_relabel(cfg: RelabelConfig, progress: bool = True) -> dict[str, Any]:
                 "labelled_transitions": len(data["done"]),
                 "labelled_episodes": int(data["done"].sum()),
                 "aggregate_transitions": n,
+                "label_ticks": min(label_ticks, cfg.num_ticks),
             },
             "fit": {
                 "loss_first": float(loss[:tenth].mean()),
