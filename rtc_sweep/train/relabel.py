@@ -53,6 +53,7 @@ from rtc_sweep.core.checkpoint import load_policy, save_policy
 from rtc_sweep.core.policy import MODEL_PRESETS, ModelConfig, Params
 from rtc_sweep.core.run_config import RunConfig
 from rtc_sweep.errors import ConfigError
+from rtc_sweep.train.dagger import _bucket, _completed
 from rtc_sweep.train.flow_bc import (
     OptimConfig,
     Stream,
@@ -65,6 +66,7 @@ from rtc_sweep.train.flow_bc import (
 from rtc_sweep.train.io import load_pickle, save_npz, save_pickle, write_json
 from rtc_sweep.train.plan import action_dims
 from rtc_sweep.train.rollout import Rollout, episode_stats, make_rollout, measurement, rollout_seed, transitions
+from rtc_sweep.train.self_imitation import _eval_stats
 
 
 @dataclasses.dataclass(frozen=True)
@@ -175,14 +177,6 @@ def _programs(cfg: RelabelConfig) -> tuple[Rollout, Rollout, Any, Any]:
     return evaluate, collect, optimizer, make_fit(cfg.model, optimizer, cfg.optim.batch_size, cfg.fit_block)
 
 
-def _bucket(n: int) -> int:
-    return max(4096, 1 << (n - 1).bit_length())
-
-
-def _completed(run_dir: Path) -> list[int]:
-    return sorted(int(p.name) for p in run_dir.iterdir() if p.name.isdigit() and (p / "stats.json").is_file())
-
-
 def run_relabel(cfg: RelabelConfig, progress: bool = True) -> dict[str, Any]:
     """Run (or resume); returns the contents of best.json."""
     check_config(cfg)
@@ -207,14 +201,7 @@ def run_relabel(cfg: RelabelConfig, progress: bool = True) -> dict[str, Any]:
         t0 = time.time()
         seed = rollout_seed(k)
         stats, _ = evaluate(params, seed)
-        solved = np.asarray(stats.solved, np.float64)
-        numbers = {
-            "returned_episode_solved": float(solved.mean()),
-            "solved_stderr": float(solved.std() / np.sqrt(len(solved))),
-            "returned_episode_lengths": float(np.asarray(stats.length).mean()),
-            "seed": seed,
-        }
-        return numbers, time.time() - t0
+        return {**_eval_stats(stats), "seed": seed}, time.time() - t0
 
     parts: list[dict[str, np.ndarray]] = []
     demos = Path(cfg.expert_dir).expanduser() / "data" / data_name
