@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import csv
+import math
+import shutil
 from pathlib import Path
 
 import pytest
 from omegaconf import OmegaConf
 from sweep_folders import compose_config, make_job
 
-from rtc_sweep.report.aggregate import AggregateCallback, aggregate, main
+from rtc_sweep.report.aggregate import AggregateCallback, aggregate, collect, main, summarize
+from rtc_sweep.report.figures import FIXED_DELAY_FIGURE, FigureInfo, build_figures
 from rtc_sweep.report.results import RESULTS_FILE, SKIPPED_FILE
+from rtc_sweep.report.stats import mean_over_strata, t_ppf
 from rtc_sweep.sweep.config import register_configs
 
 
@@ -153,3 +157,142 @@ def test_power_line_says_so_when_every_episode_had_the_same_outcome():
     ok = Power(seeds=1, episodes=256, sigma_paired=nan, sigma_independent=0.3, source="measured",
               mde_paired=nan, mde_pooled=0.07).line()  # fmt: skip
     assert "detects a solve-rate difference" in ok
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Averaged over levels: a parent folder of per-level paper_delay_curve sweeps, as runs/curves/<level>/ holds them
+
+CURVES = {  # level -> (checkpoint, num_evals, {method: solved at d = 0, 1, 2})
+    "grasp_easy": ("random", 100, {"naive": [0.9, 0.8, 0.7], "realtime": [0.9, 0.85, 0.8]}),
+    "catapult": ("policies_catapult.pkl", 200, {"naive": [0.5, 0.4, 0.3], "realtime": [0.5, 0.45, 0.4]}),
+}
+Z = 1.959963984540054
+
+
+def curve_job(root: Path, level: str, method: str, d: int, solved: float, seed: int = 0) -> None:
+    checkpoint, n, _ = CURVES[level]
+    make_job(
+        root / level, ["+experiment=paper_delay_curve", f"level={level}", f"method={method}",
+                       f"delay_profile.fixed_delay={d}", f"checkpoint={checkpoint}", f"num_evals={n}", f"seed={seed}"],
+        returned_episode_solved=solved,
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def curves(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Two levels (each its own sweep, checkpoint and episode count) x naive, realtime x d = 0..2, one seed; and
+    bid at d = 0 on grasp_easy only."""
+    root = tmp_path_factory.mktemp("curves")
+    for level, (_, _, solved) in CURVES.items():
+        for method, rates in solved.items():
+            for d, s in enumerate(rates):
+                curve_job(root, level, method, d, s)
+    curve_job(root, "grasp_easy", "bid", 0, 0.6)
+    aggregate(root)
+    return root
+
+
+def fixed_delay_info(sweep: Path) -> FigureInfo:
+    import matplotlib.pyplot as plt
+
+    _, df, groups = collect(sweep)
+    made = build_figures(summarize(df, groups), groups, df)
+    for fig, _ in made:
+        plt.close(fig)
+    return next(info for _, info in made if info.name == FIXED_DELAY_FIGURE)
+
+
+def by_method_and_d(rows: list[dict[str, str]]) -> dict[tuple[str, int], dict[str, str]]:
+    return {(r["method"], int(r["delay_profile.fixed_delay"])): r for r in rows}
+
+
+def test_rates_averaged_over_levels(curves: Path) -> None:
+    levels = by_method_and_d(read(curves / "levels.csv"))
+    assert set(levels) == {(m, d) for m in ("naive", "realtime") for d in range(3)}  # bid: at one level only
+    row = levels["naive", 1]
+    assert (row["n_levels"], row["levels"], row["n_episodes"]) == ("2", "catapult, grasp_easy", "300")
+    # (0.8 + 0.4) / 2; var = (0.8 * 0.2 / 100 + 0.4 * 0.6 / 200) / 2^2 = 0.0007
+    se = math.sqrt(0.0007)
+    assert float(row["returned_episode_solved_level_mean"]) == pytest.approx(0.6)
+    assert float(row["returned_episode_solved_level_mean_se"]) == pytest.approx(se)
+    assert float(row["returned_episode_solved_level_mean_ci_low"]) == pytest.approx(0.6 - Z * se)
+    assert float(row["returned_episode_solved_level_mean_ci_high"]) == pytest.approx(0.6 + Z * se)
+    # num_evals differs between the levels, the checkpoint too: neither splits a group; the method and d do.
+    assert "num_evals" not in row and "checkpoint" not in row
+    assert float(levels["realtime", 2]["returned_episode_solved_level_mean"]) == pytest.approx(0.6)
+
+
+def test_paired_differences_averaged_over_levels(curves: Path) -> None:
+    (row,) = [r for r in read(curves / "levels_paired.csv") if r["delay_profile.fixed_delay"] == "1"]
+    assert (row["method"], row["baseline"], row["n_levels"]) == ("realtime", "naive", "2")
+    # One seed: each level's se is the pooled z-test's, sqrt(pa (1 - pa) + pb (1 - pb)) / sqrt(n).
+    var = (0.85 * 0.15 + 0.8 * 0.2) / 100 + (0.45 * 0.55 + 0.4 * 0.6) / 200
+    se = math.sqrt(var) / 2
+    assert float(row["returned_episode_solved_diff_level_mean"]) == pytest.approx(0.05)
+    assert float(row["returned_episode_solved_diff_level_mean_se"]) == pytest.approx(se)
+    assert float(row["returned_episode_solved_diff_level_mean_ci_low"]) == pytest.approx(0.05 - Z * se)
+    assert float(row["returned_episode_solved_diff_level_mean_ci_high"]) == pytest.approx(0.05 + Z * se)
+    # bid − naive exists at grasp_easy only: dropped, not averaged over one level.
+    assert {r["method"] for r in read(curves / "levels_paired.csv")} == {"realtime"}
+
+
+def test_summary_shows_the_average_after_the_per_level_table(curves: Path) -> None:
+    md = (curves / "summary.md").read_text()
+    results, averaged, power = md.index("## Results"), md.index("## Averaged over levels"), md.index("## Power")
+    assert results < averaged < power
+    section = md[averaged:power]
+    assert "mean over the 2 levels `catapult`, `grasp_easy`" in section and "clipped to [0, 1]" in section
+    assert "Averaged across `num_evals`" in section
+    se = math.sqrt(0.0007)
+    assert f"| 2 | 300 | 0.600 [{0.6 - Z * se:.3f}, {0.6 + Z * se:.3f}] |" in section
+    assert "not averaged (1 group): `bid` · `delay_profile.fixed_delay=0` (at grasp_easy)" in section
+    assert "not averaged (1 pairing): " in section and "Δ solved (mean over levels)" in section
+    assert "Averaged over levels" in (curves / "report.html").read_text()
+
+
+def test_fixed_delay_figure_has_the_mean_over_levels_on_top(curves: Path) -> None:
+    info = fixed_delay_info(curves)
+    mean, *per_level = info.panels
+    assert mean.title.startswith("mean over 2 levels: ") and mean.ylim == (0.0, 1.0)
+    assert [p.title.split(":")[0] for p in per_level] == ["catapult", "grasp_easy"]
+    points = by_method_and_d([{k: str(v) for k, v in p.items()} for p in mean.points])
+    assert len(mean.points) == len(points) == 6
+    expected = by_method_and_d(read(curves / "levels.csv"))
+    assert points == expected  # the levels.csv rows, each drawn once
+    assert "bid" in {p["method"] for p in per_level[1].points} and "num_evals" not in info.lines
+
+
+def test_one_level_gets_no_average(curves: Path, tmp_path: Path) -> None:
+    one = tmp_path / "catapult"
+    shutil.copytree(curves / "catapult", one)  # its own sweep: the outputs above are in curves/
+    (one / "levels.csv").write_text("level_mean\n0.5\n")  # left by an earlier aggregation that spanned levels
+    report = aggregate(one)
+    assert report.count("complete") == 6
+    assert not (one / "levels.csv").exists() and not (one / "levels_paired.csv").exists()
+    assert "Averaged over levels" not in (one / "summary.md").read_text()
+    info = fixed_delay_info(one)
+    assert len(info.panels) == 1 and not info.panels[0].title.startswith("mean over")
+
+
+def test_paired_standard_errors_over_seeds_combine_over_levels(tmp_path: Path) -> None:
+    """With seeds, each level's se is its paired t-test's (half-width / t quantile); the levels add in quadrature."""
+    for level, (_, n, _) in CURVES.items():
+        for seed, (a, b) in enumerate([(0.50, 0.60), (0.55, 0.58), (0.40, 0.52)]):
+            curve_job(tmp_path, level, "naive", 0, round(a * n) / n, seed)
+            curve_job(tmp_path, level, "realtime", 0, round(b * n) / n, seed)
+    aggregate(tmp_path, make_figures=False)
+    paired = read(tmp_path / "paired.csv")
+    t = "returned_episode_solved_test_"
+    assert len(paired) == 2 and {r[f"{t}test"] for r in paired} == {"paired t"}
+    se = [(float(r[f"{t}ci_high"]) - float(r[f"{t}ci_low"])) / 2 / t_ppf(0.975, 2) for r in paired]
+    (row,) = read(tmp_path / "levels_paired.csv")
+    diff = sum(float(r[f"{t}diff"]) for r in paired) / 2
+    assert float(row["returned_episode_solved_diff_level_mean"]) == pytest.approx(diff)
+    assert float(row["returned_episode_solved_diff_level_mean_se"]) == pytest.approx(math.hypot(*se) / 2)
+
+
+def test_the_interval_over_levels_is_clipped() -> None:
+    # (1 + 0.9) / 2 = 0.95, se = sqrt(0 + 0.09 / 10) / 2 = 0.047: 0.95 + 1.96 se > 1.
+    mean, se, low, high = mean_over_strata([1.0, 0.9], [0.0, 0.9 * 0.1 / 10], (0.0, 1.0))
+    assert (mean, se) == (pytest.approx(0.95), pytest.approx(math.sqrt(0.009) / 2))
+    assert low == pytest.approx(0.95 - Z * se) and high == 1.0

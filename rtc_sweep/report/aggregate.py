@@ -12,11 +12,14 @@ rerun at any time, e.g. on a sweep that was killed: it writes, into the sweep fo
   interval, and for every metric the mean, std and 95 % bootstrap CI over seeds;
 * ``paired.csv``: each method against the baseline (``naive``, else the first method) on the same seeds, with
   the paired test of the solve rates, its p-value and the smallest difference it could detect (stats.py);
+* ``levels.csv`` and ``levels_paired.csv``, when the rows span two levels or more (e.g. a folder holding one
+  sweep per level): the pooled solve rates and the paired differences averaged over the levels, the RTC paper's
+  way of reporting (``level_means``);
 * ``summary.md`` and ``report.html`` (the same document; the page self-contained, figures embedded): the
-  question, exp-delta's verdict, the paired differences, the summary, the power of the sweep, the figures and
-  the command that reproduces the sweep;
+  question, exp-delta's verdict, the paired differences, the summary, its average over levels, the power of the
+  sweep, the figures and the command that reproduces the sweep;
 * figures (PNG, figures.py): the solve rate and the jerk against what the sweep varied, the delays seen, and for
-  a fixed-delay sweep the RTC paper's view (solve rate against d and s).
+  a fixed-delay sweep the RTC paper's view (solve rate against d and s, with a row of the mean over levels).
 
 A job counts only when its results.csv is complete and was written for the config in its ``.hydra`` folder;
 every other job is listed as incomplete and never averaged in. Nothing here imports JAX: a sweep copied to a
@@ -30,7 +33,7 @@ import dataclasses
 import logging
 import math
 import sys
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -85,6 +88,12 @@ HEADLINE_METRICS = (
 PAIRED_METRICS = (SOLVED, "returned_episode_returns", "max_delta_action", "max_ddelta_action")
 BASELINE_METHOD = "naive"
 POOLED = f"{SOLVED}_pooled"
+LEVELS_CSV = "levels.csv"
+LEVELS_PAIRED_CSV = "levels_paired.csv"
+LEVEL_MEAN = f"{SOLVED}_level_mean"  # levels.csv: the mean over levels of the pooled solve rates
+LEVEL_DIFF = f"{SOLVED}_diff_level_mean"  # levels_paired.csv: the mean over levels of the paired differences
+# Group columns that name what the sweep compares: never merged across levels, even with one value per level.
+COMPARED_COLUMNS = ("profile", "method", "execute_policy", "execute_horizon")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -468,6 +477,100 @@ def power_summary(
 
 
 # ---------------------------------------------------------------------------------------------------------------
+# Averaged over levels (the RTC paper's way of reporting)
+
+
+@dataclasses.dataclass(frozen=True)
+class LevelMeans:
+    """Each group's solve rate, and each paired difference, averaged over the sweep's levels (each weighs the same).
+
+    Only a group run at every level is averaged, so every row of ``rates`` and ``paired`` spans all of ``levels``;
+    the others are listed in ``dropped`` and ``dropped_pairs`` with the levels they were run at.
+    """
+
+    levels: tuple[str, ...]  # the sweep's levels, sorted
+    keys: tuple[str, ...]  # what a row of ``rates`` is: the summary's groups without the level and ``bound``
+    bound: tuple[str, ...]  # group columns that only differ because the level does (e.g. num_evals per level)
+    rates: pd.DataFrame  # keys, n_levels, levels, n_episodes, LEVEL_MEAN and its _se, _ci_low, _ci_high
+    paired: pd.DataFrame  # paired keys, method, baseline, n_levels, levels, LEVEL_DIFF and its _se, _ci_low, _ci_high
+    dropped: tuple[tuple[dict[str, Any], tuple[str, ...]], ...]  # (group, its levels) not run at every level
+    dropped_pairs: tuple[tuple[dict[str, Any], tuple[str, ...]], ...]
+
+
+def level_bound_columns(summary: pd.DataFrame, groups: Sequence[str]) -> list[str]:
+    """Group columns other than the level that take one value per level, not the same one at every level.
+
+    group_columns never lets a per-level config key (``checkpoint``, ``level.name``) into the groups, as the
+    level is part of every group; what is left is an identifying column such as ``num_evals`` when the levels
+    were run with different episode counts. ``COMPARED_COLUMNS`` name what the sweep compares and are never
+    merged across levels. A swept key varies within a level, so it is never bound.
+    """
+    if "level" not in groups or summary.empty:
+        return []
+    out = []
+    for col in groups:
+        if col == "level" or col in COMPARED_COLUMNS or col not in summary.columns:
+            continue
+        if summary.groupby("level")[col].nunique(dropna=False).max() == 1 and summary[col].nunique(dropna=False) > 1:
+            out.append(col)
+    return out
+
+
+def _over_levels(
+    table: pd.DataFrame, keys: list[str], levels: tuple[str, ...], value: str, variance: Callable[[Any], float],
+    bounds: tuple[float, float], name: str, extra: Callable[[pd.DataFrame], dict[str, Any]],
+) -> tuple[pd.DataFrame, list[tuple[dict[str, Any], tuple[str, ...]]]]:  # fmt: skip
+    """Per key, the mean over levels of ``value`` with its interval (``stats.mean_over_strata``), or a drop."""
+    import pandas as pd
+
+    rows, dropped = [], []
+    for key, g in table.groupby(keys, dropna=False, sort=True):
+        group = _key_dict(keys, key)
+        at = tuple(sorted({str(v) for v in g["level"]}))
+        if at != levels:
+            dropped.append((group, at))
+            continue
+        assert len(g) == len(levels), f"{len(g)} rows for {len(levels)} levels: {group}"
+        mean, se, lo, hi = stats.mean_over_strata(
+            g[value].to_numpy(dtype=float), [variance(r) for _, r in g.iterrows()], bounds
+        )
+        rows.append({**group, "n_levels": len(levels), "levels": ", ".join(levels), **extra(g),
+                     name: mean, f"{name}_se": se, f"{name}_ci_low": lo, f"{name}_ci_high": hi})  # fmt: skip
+    return pd.DataFrame(rows), dropped
+
+
+def level_means(summary: pd.DataFrame, groups: list[str], paired: pd.DataFrame | None = None) -> LevelMeans | None:
+    """The summary's pooled solve rates and the paired differences averaged over levels; None below two levels.
+
+    Rate: the mean over the L levels of each level's pooled rate p_i (n_i episodes), var = sum p_i (1 - p_i) / n_i
+    / L^2. Paired difference: the mean of the levels' pooled differences, var = sum se_i^2 / L^2 with the level's
+    se_i = sigma_episode / sqrt(episodes x seeds) of its paired test (stats.paired_rate_test). Both with the
+    normal 95 % interval, clipped to [0, 1] and [-1, 1].
+    """
+    import pandas as pd
+
+    if summary.empty or "level" not in summary.columns or summary["level"].nunique() < 2:
+        return None
+    levels = tuple(sorted({str(v) for v in summary["level"]}))
+    bound = level_bound_columns(summary, groups)
+    keys = [g for g in groups if g != "level" and g not in bound]
+    rates, dropped = _over_levels(
+        summary, keys, levels, POOLED, lambda r: r[POOLED] * (1 - r[POOLED]) / r["n_episodes"], (0.0, 1.0),
+        LEVEL_MEAN, lambda g: {"n_episodes": int(g["n_episodes"].sum())},
+    )  # fmt: skip
+    t = f"{SOLVED}_test_"
+    pairs, dropped_pairs = pd.DataFrame(), list[tuple[dict[str, Any], tuple[str, ...]]]()
+    if paired is not None and not paired.empty and "level" in paired.columns:
+        pkeys = [c for c in paired.columns if c in keys] + ["method", "baseline"]
+        pairs, dropped_pairs = _over_levels(
+            paired, pkeys, levels, f"{t}diff",
+            lambda r: r[f"{t}sigma_episode"] ** 2 / (r[f"{t}episodes"] * r[f"{t}n_seeds"]), (-1.0, 1.0),
+            LEVEL_DIFF, lambda g: {"n_pairs": int(g["n_pairs"].sum())},
+        )  # fmt: skip
+    return LevelMeans(levels, tuple(keys), tuple(bound), rates, pairs, tuple(dropped), tuple(dropped_pairs))
+
+
+# ---------------------------------------------------------------------------------------------------------------
 # The document (summary.md and report.html)
 
 
@@ -526,9 +629,84 @@ def question(df: pd.DataFrame, summary: pd.DataFrame, groups: Sequence[str], com
     return text + (f" The experiment preset says: {preset}" if preset else "")
 
 
+def _dropped_text(dropped: Sequence[tuple[dict[str, Any], tuple[str, ...]]], table: pd.DataFrame, what: str) -> str:
+    """The groups not run at every level, each by the keys that tell it from the others (and the table's rows)."""
+    import pandas as pd
+
+    every = pd.concat([table, pd.DataFrame([g for g, _ in dropped])], ignore_index=True)
+    varied = [c for c in dropped[0][0] if every[c].nunique(dropna=False) > 1]
+
+    def text(group: dict[str, Any]) -> str:
+        shown = [k for k in group if k in varied] or list(group)
+        return " · ".join(f"`{group[k]}`" if k in ("method", "profile") else f"`{k}={_fmt(group[k])}`" for k in shown)
+
+    limit = 8
+    items = [f"{text(g)} (at {', '.join(at)})" for g, at in dropped[:limit]]
+    more = f"; and {len(dropped) - limit} more" if len(dropped) > limit else ""
+    n = len(dropped)
+    head = f"Not run at every level, so not averaged ({n} {what}{'s' if n != 1 else ''}): "
+    return head + "; ".join(items) + more + "."
+
+
+def level_blocks(levels: LevelMeans) -> list[doc.Block]:
+    """The section "Averaged over levels": the rates (levels.csv) and the paired differences (levels_paired.csv)."""
+    n = len(levels.levels)
+    names = ", ".join(f"`{v}`" for v in levels.levels)
+    blocks: list[doc.Block] = [
+        doc.Heading("Averaged over levels"),
+        doc.Paragraph(
+            f"The RTC paper's way of reporting: each group's solve rate pooled over seeds at each level (the table "
+            f"above), then the mean over the {n} levels {names}, each level weighing the same. 95 % interval: "
+            "normal, mean ± 1.96 · √(Σ p_i (1 − p_i) / n_i) / L with p_i the level's pooled rate over its n_i "
+            "episodes and L the number of levels, clipped to [0, 1]; a level whose episodes all had the same outcome "
+            f"adds no variance. Only groups run at every level are averaged; the table is {LEVELS_CSV}."
+        ),
+    ]
+    if levels.bound:
+        blocks.append(doc.Paragraph(
+            "Averaged across " + ", ".join(f"`{c}`" for c in levels.bound) + ": it takes one value per level, "
+            "so it only differs because the level does."
+        ))  # fmt: skip
+    keys = list(levels.keys)
+    if levels.rates.empty:
+        blocks.append(doc.Paragraph("No group was run at every level: nothing to average."))
+    else:
+        blocks.append(_table(
+            [*keys, "levels", "episodes", "solved (mean over levels) [95 %]"],
+            [[*(r[k] for k in keys), r["n_levels"], r["n_episodes"],
+              f"{_fmt(r[LEVEL_MEAN])} [{_fmt(r[f'{LEVEL_MEAN}_ci_low'])}, {_fmt(r[f'{LEVEL_MEAN}_ci_high'])}]"]
+             for _, r in levels.rates.iterrows()],
+        ))  # fmt: skip
+    if levels.dropped:
+        blocks.append(doc.Paragraph(_dropped_text(levels.dropped, levels.rates, "group")))
+    if levels.paired.empty and not levels.dropped_pairs:
+        return blocks
+    base = levels.paired["baseline"].iloc[0] if not levels.paired.empty else levels.dropped_pairs[0][0]["baseline"]
+    blocks.append(doc.Paragraph(
+        f"Paired differences method − `{base}` (the paired table above) averaged the same way: the mean over the "
+        "levels of each level's difference of pooled solve rates; 95 % interval: normal, mean ± 1.96 · √(Σ se_i²) "
+        "/ L, clipped to [−1, 1], with se_i = σ_i / √(episodes_i · seeds_i) the standard error of the level's "
+        "paired test (σ_i the per-episode sd of the paired difference: measured over seeds, or with one seed that of "
+        "independent arms, conservative under common random numbers). The normal quantile, not Student's t: with "
+        f"few seeds per level the interval is a little narrow. The table is {LEVELS_PAIRED_CSV}."
+    ))  # fmt: skip
+    if not levels.paired.empty:
+        pkeys = [c for c in levels.paired.columns if c in keys and c != "method"]
+        blocks.append(_table(
+            [*pkeys, "method", "levels", "n_pairs", "Δ solved (mean over levels) [95 %]"],
+            [[*(r[k] for k in pkeys), r["method"], r["n_levels"], r["n_pairs"],
+              f"{_fmt(r[LEVEL_DIFF])} [{_fmt(r[f'{LEVEL_DIFF}_ci_low'])}, {_fmt(r[f'{LEVEL_DIFF}_ci_high'])}]"]
+             for _, r in levels.paired.iterrows()],
+        ))  # fmt: skip
+    if levels.dropped_pairs:
+        blocks.append(doc.Paragraph(_dropped_text(levels.dropped_pairs, levels.paired, "pairing")))
+    return blocks
+
+
 def document(
     report: Report, df: pd.DataFrame, summary: pd.DataFrame, groups: list[str], judged: pd.DataFrame,
     paired: pd.DataFrame, power: Power | None, figs: Sequence[FigureInfo], command: doc.Reproduce | None,
+    levels: LevelMeans | None = None,
 ) -> list[doc.Block]:  # fmt: skip
     blocks: list[doc.Block] = [doc.Heading(f"Sweep summary: {report.sweep_dir.name}", 1)]
     blocks.append(doc.Paragraph(f"{report.headline()}."))
@@ -622,6 +800,8 @@ def document(
             [[*(r[g] for g in groups), r["n_seeds"], r["n_episodes"], _pooled(r), *(_stat(r, m) for m in metrics)]
              for _, r in summary.iterrows()],
         ))  # fmt: skip
+    if levels is not None:
+        blocks += level_blocks(levels)
 
     if power is not None:
         blocks += [doc.Heading("Power"), doc.Paragraph(power.line())]
@@ -682,7 +862,8 @@ def collect(
 
 
 def aggregate(sweep_dir: str | Path, make_figures: bool = True, detect: float | None = None) -> Report:
-    """Write results_all.csv, summary.csv, paired.csv, the figures, summary.md and report.html into ``sweep_dir``."""
+    """Write results_all.csv, summary.csv, paired.csv, levels*.csv (two levels or more), the figures, summary.md and
+    report.html into ``sweep_dir``."""
     sweep_dir = Path(sweep_dir)
     if not sweep_dir.is_dir():
         raise FileNotFoundError(f"no sweep folder {sweep_dir}")
@@ -695,6 +876,7 @@ def aggregate(sweep_dir: str | Path, make_figures: bool = True, detect: float | 
     judged = verdict(summary, groups)
     paired = paired_differences(df, groups)
     power = power_summary(df, paired, groups, detect)
+    levels = level_means(summary, groups, paired)
     figs: list[FigureInfo] = []
     if make_figures and not df.empty:
         from rtc_sweep.report.figures import save_figures
@@ -702,14 +884,20 @@ def aggregate(sweep_dir: str | Path, make_figures: bool = True, detect: float | 
         figs = save_figures(summary, groups, df, sweep_dir)
     command = doc.reproduce(sweep_dir, dirs)
 
-    for path, table in ((RESULTS_ALL, df), (SUMMARY_CSV, summary), (PAIRED_CSV, paired)):
+    tables = [(RESULTS_ALL, df), (SUMMARY_CSV, summary), (PAIRED_CSV, paired)]
+    if levels is not None:
+        tables += [(LEVELS_CSV, levels.rates), (LEVELS_PAIRED_CSV, levels.paired)]
+    else:  # a folder that spanned levels once and no longer does: its old averages would mislead
+        for stale in (LEVELS_CSV, LEVELS_PAIRED_CSV):
+            (sweep_dir / stale).unlink(missing_ok=True)
+    for path, table in tables:
         write_csv(sweep_dir / path, _records(table), [str(c) for c in table.columns])
-    blocks = document(report, df, summary, groups, judged, paired, power, figs, command)
+    blocks = document(report, df, summary, groups, judged, paired, power, figs, command, levels)
     atomic_write_text(sweep_dir / SUMMARY_MD, doc.markdown(blocks))
     atomic_write_text(sweep_dir / REPORT_HTML, doc.html_page(f"Sweep {sweep_dir.name}", blocks))
     files = (
-        sweep_dir / RESULTS_ALL, sweep_dir / SUMMARY_CSV, sweep_dir / PAIRED_CSV, sweep_dir / SUMMARY_MD,
-        sweep_dir / REPORT_HTML, *(f.path for f in figs if f.path is not None),
+        *(sweep_dir / path for path, _ in tables), sweep_dir / SUMMARY_MD, sweep_dir / REPORT_HTML,
+        *(f.path for f in figs if f.path is not None),
     )  # fmt: skip
     return dataclasses.replace(report, files=files, power=power.line() if power else "")
 

@@ -12,6 +12,9 @@ config key the sweep varied), so a plotted point is one group and nothing the sw
 * rates on a 0–1 axis, with error bars from the 95 % Wilson interval of the episodes pooled over seeds; other
   metrics with the 95 % bootstrap CI over seeds.
 
+One figure averages on purpose: the fixed-delay figure of a sweep over two levels or more has a top row of the
+mean over levels (aggregate.level_means), the RTC paper's headline view, above the per-level rows.
+
 ``build_figures`` returns the figures with a ``FigureInfo`` each (axes, limits, and the group behind every
 point), which is what the tests inspect; ``save_figures`` writes them as PNG.
 """
@@ -337,8 +340,14 @@ def fixed_delay_figure(
     panels). Where the sweep varied s at a delay d (the paper's d x s grid), the line takes the smallest s with
     s >= max(d, 1), the paper's s = max(d, 1); elsewhere each d has one s (a fixed s, or an adaptive policy's
     s_min) and that group is the point. The right panel, s at d = 1, is drawn for lines that swept s.
+
+    With two levels or more, the top row is the mean over the levels (aggregate.level_means of the fixed-delay
+    groups: those run at every level, normal 95 % interval), the RTC paper's headline figure; its points are
+    those rows (levels.csv's, when every profile of the sweep is fixed).
     """
     import pandas as pd
+
+    from rtc_sweep.report.aggregate import LEVEL_MEAN, POOLED, level_bound_columns, level_means
 
     if summary.empty or FIXED_DELAY_KEY not in summary.columns or "profile" not in summary.columns:
         return None
@@ -348,7 +357,9 @@ def fixed_delay_figure(
     fixed["_d"] = pd.to_numeric(fixed[FIXED_DELAY_KEY]).astype(int)
     fixed["_s"] = pd.to_numeric(fixed[HORIZON_KEY]).astype(int)
     group_cols = [g for g in groups if g in summary.columns]
-    varied = [k for k in varied_keys(fixed, groups) if k not in (FIXED_DELAY_KEY, HORIZON_KEY, "level")]
+    # A key bound to the level (num_evals per level) is constant in a level's panels: it names no line.
+    skip = (FIXED_DELAY_KEY, HORIZON_KEY, "level", *level_bound_columns(fixed, groups))
+    varied = [k for k in varied_keys(fixed, groups) if k not in skip]
     lines = ["method", *(k for k in varied if k != "method")] if "method" in fixed.columns else varied
     if "execute_policy" in fixed.columns and "execute_policy" not in lines:
         lines.append("execute_policy")  # named even when it does not vary, so a reader sees fixed or adaptive
@@ -357,6 +368,21 @@ def fixed_delay_figure(
     methods = sorted({lv[0] for lv in line_values}, key=str)
     colors = _colors(methods)
     styles = {lv: i for i, lv in enumerate(sorted({lv[1:] for lv in line_values}, key=str))}
+
+    # Rows of panels: (title prefix, the groups drawn, the columns that name a point).
+    rows_of_panels: list[tuple[str, pd.DataFrame, list[str]]] = []
+    means = level_means(fixed.drop(columns=["_d", "_s"]), list(groups)) if len(levels) >= 2 else None
+    if means is not None and not means.rates.empty:
+        # Drawn as a summary's rows: the mean over levels and its interval copied into the pooled rate's columns.
+        mean = means.rates.copy()
+        for end in ("", "_ci_low", "_ci_high"):
+            mean[f"{POOLED}{end}"] = mean[f"{LEVEL_MEAN}{end}"]
+        mean["_d"] = pd.to_numeric(mean[FIXED_DELAY_KEY]).astype(int)
+        mean["_s"] = pd.to_numeric(mean[HORIZON_KEY]).astype(int)
+        rows_of_panels.append((f"mean over {len(means.levels)} levels: ", mean, list(means.rates.columns)))
+    for level in levels:
+        at_level = fixed if level is None else fixed[fixed["level"] == level]
+        rows_of_panels.append(("" if level is None or len(levels) == 1 else f"{level}: ", at_level, group_cols))
 
     def per_line(rows: pd.DataFrame, lv: tuple[Any, ...]) -> pd.DataFrame:
         for k, v in zip(lines, lv, strict=True):
@@ -373,10 +399,9 @@ def fixed_delay_figure(
 
     has_right = any(per_line(fixed[fixed["_d"] == 1], lv)["_s"].nunique() > 1 for lv in line_values)
     ncols = 2 if has_right else 1
-    fig, grid = _grid_rows(len(levels), ncols)
+    fig, grid = _grid_rows(len(rows_of_panels), ncols)
     panels = []
-    for r, level in enumerate(levels):
-        at_level = fixed if level is None else fixed[fixed["level"] == level]
+    for r, (prefix, frame, point_cols) in enumerate(rows_of_panels):
         specs = [("_d", "d (ticks)", "solve rate vs inference delay d (s = max(d, 1) where s was swept)")]
         if has_right:
             specs.append(("_s", "s (actions)", "solve rate vs execute horizon s (d = 1)"))
@@ -384,7 +409,7 @@ def fixed_delay_figure(
             ax = grid[r][c]
             points: list[dict[str, Any]] = []
             for lv in line_values:
-                rows = per_line(at_level, lv)
+                rows = per_line(frame, lv)
                 rows = left_rows(rows) if xcol == "_d" else rows[rows["_d"] == 1]
                 if rows.empty or (xcol == "_s" and rows["_s"].nunique() < 2):
                     continue
@@ -396,17 +421,23 @@ def fixed_delay_figure(
                     marker=MARKERS[s % len(MARKERS)], linestyle=LINESTYLES[s % len(LINESTYLES)], capsize=3,
                     label=_label(lines, lv), clip_on=False,
                 )  # fmt: skip
-                points += [{g: row[g] for g in group_cols} for _, row in rows.iterrows()]
-            full_title = title if level is None or len(levels) == 1 else f"{level}: {title}"
-            ax.set_title(full_title, fontsize=10)
+                points += [{g: row[g] for g in point_cols} for _, row in rows.iterrows()]
+            full_title = prefix + title
+            # Two panels side by side: the prefix (level, or the mean) on a line of its own, or the titles overlap.
+            ax.set_title(f"{prefix.rstrip()}\n{title}" if prefix and has_right else full_title, fontsize=10)
             ax.set_xlabel(xlabel)
             ax.set_ylabel(SOLVED_METRIC.label)
             _x_ticks(ax, [p[HORIZON_KEY if xcol == "_s" else FIXED_DELAY_KEY] for p in points])
             ylim = _finish_axes(ax, SOLVED_METRIC)
             panels.append(Panel(full_title, xlabel, SOLVED_METRIC.label, ylim, True, tuple(points)))
-    handles, labels = grid[0][0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="upper left", bbox_to_anchor=(1.0, 0.95), frameon=False)
+    seen: dict[str, Any] = {}  # every line once, also those the mean over levels leaves out
+    for ax in (ax for row in grid for ax in row):
+        for h, lab in zip(*ax.get_legend_handles_labels(), strict=True):
+            seen.setdefault(lab, h)
+    fig.legend(list(seen.values()), list(seen), loc="upper left", bbox_to_anchor=(1.0, 0.95), frameon=False)
     title = f"fixed delay: {SOLVED_METRIC.interval}"
+    if means is not None and not means.rates.empty:
+        title += "; top row: mean over levels, normal 95 % interval"
     fig.suptitle(title, y=1.02, fontsize=11)
     fig.tight_layout()
     info = FigureInfo(FIXED_DELAY_FIGURE, title, FIXED_DELAY_KEY, ("level",), tuple(lines), tuple(panels))

@@ -285,3 +285,21 @@ def paired_rate_test(k_a: Sequence[float], k_b: Sequence[float], episodes: int, 
         s, episodes, float(diff), float(diff - half), float(diff + half), p_t, "paired t", p_z, sigma, "paired",
         sigma_ind, detectable_difference(sigma, episodes, s),
     )  # fmt: skip
+
+
+def mean_over_strata(
+    estimates: ArrayLike, variances: ArrayLike, bounds: tuple[float, float], z: float = Z95
+) -> tuple[float, float, float, float]:
+    """(mean, se, low, high): the unweighted mean of L independent estimates and its normal interval.
+
+    The strata (levels) weigh the same, so var(mean) = sum(variances) / L^2; the interval mean ± z se is clipped
+    to ``bounds`` ((0, 1) for a rate, (-1, 1) for a difference of rates)::
+
+        mean_over_strata([0.9, 0.5], [0.09 / 100, 0.25 / 100], (0, 1))  -> (0.7, 0.0292, 0.643, 0.757)
+    """
+    x, v = np.asarray(estimates, dtype=np.float64), np.asarray(variances, dtype=np.float64)
+    if x.shape != v.shape or x.ndim != 1 or x.size == 0:
+        raise ValueError("estimates and variances need one value per stratum, at least one stratum")
+    mean = float(x.mean())
+    se = math.sqrt(float(v.sum())) / x.size
+    return mean, se, max(bounds[0], mean - z * se), min(bounds[1], mean + z * se)
