@@ -94,3 +94,29 @@ def test_mix_keeps_distinct_solving_plans_and_balances_episodes(tmp_path):
     assert json.loads((tmp_path / "mix" / "modes.json").read_text())["transitions"] == 11
     with pytest.raises(FileNotFoundError, match=r"task.plans"):
         run_mix(MixConfig(run_dir=str(tmp_path / "m2"), plans=str(tmp_path / "nothing*")))
+
+
+def test_the_nominal_observation_holds_after_the_basis_episodes_end():
+    """A controller that keeps an episode alive past the nominal's end (balancing) is corrected around the last
+    observed mean state, not around zeros; while episodes live, obs_bar is their mean."""
+    import types
+
+    import jax
+
+    from rtc_sweep.train.plan import _basis
+
+    T, E, D = 6, 2, 3
+    obs = np.arange(T * E * D, dtype=np.float32).reshape(T, E, D)
+    done = np.zeros((T, E), bool)
+    done[1, 0] = True  # environment 0's first episode ends at tick 1, environment 1's at tick 2
+    done[2, 1] = True
+
+    def record(*_: object) -> types.SimpleNamespace:
+        return types.SimpleNamespace(obs=obs, done=done)
+
+    cfg = PlanConfig(run_dir="unused", segments=3, segment_ticks=2, feedback_dims=2, basis_envs=E)
+    basis = _basis(cfg, record, np.zeros((3, 6), np.float32), jax.random.key(0), D)
+    bar = basis["obs_bar"]
+    assert np.allclose(bar[0], obs[0].mean(0)) and np.allclose(bar[1], obs[1].mean(0))
+    assert np.allclose(bar[2], obs[2, 1])  # only environment 1 is still in its first episode
+    assert np.allclose(bar[3:], obs[2, 1])  # no episode alive: the last mean holds

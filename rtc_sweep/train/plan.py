@@ -196,6 +196,12 @@ def _basis(cfg: PlanConfig, record_fn: Any, mean: np.ndarray, key: jax.Array, ob
     live = np.concatenate([np.ones((1, n), bool), np.cumsum(done, axis=0)[:-1] == 0])  # [T, E]: in the first episode
     count = np.maximum(live.sum(1), 1)[:, None]
     obs_bar = (obs * live[..., None]).sum(1) / count  # [T, D]
+    # After the last tick at which a basis episode is still alive, the nominal holds its last mean observation, so
+    # that a controller that keeps an episode alive longer than the nominal (balancing) is corrected around a
+    # state it has seen, not around zeros.
+    alive = np.flatnonzero(live.any(1))
+    if alive.size:
+        obs_bar[alive[-1] + 1 :] = obs_bar[alive[-1]]
     dev = (obs - obs_bar[:, None])[live]  # [N, D]
     _, sv, vt = np.linalg.svd(dev - dev.mean(0), full_matrices=False)
     directions = vt[:k]
