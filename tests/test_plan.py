@@ -120,3 +120,17 @@ def test_the_nominal_observation_holds_after_the_basis_episodes_end():
     assert np.allclose(bar[0], obs[0].mean(0)) and np.allclose(bar[1], obs[1].mean(0))
     assert np.allclose(bar[2], obs[2, 1])  # only environment 1 is still in its first episode
     assert np.allclose(bar[3:], obs[2, 1])  # no episode alive: the last mean holds
+
+
+def test_the_survival_term_ranks_unsolved_episodes_by_how_long_they_last():
+    from rtc_sweep.train.plan import _score
+
+    cfg = PlanConfig(run_dir="unused", segments=4, segment_ticks=8, survival_weight=1.0)  # T = 32
+    solved, near = np.array([0.0, 0.0, 1.0]), np.array([1.0, 1.0, 1.0])
+    length = np.array([10.0, 0.0, 20.0])  # the second never ended: length 0, lasted T
+    lasted = np.array([10.0, 32.0, 20.0])
+    score = _score(cfg, solved, length, near, lasted)
+    assert score[1] - score[0] == pytest.approx(22 / 32)  # lasting longer is better when unsolved
+    assert score[2] > score[1]  # solving still beats any survival
+    off = _score(PlanConfig(run_dir="unused", segments=4, segment_ticks=8), solved, length, near, lasted)
+    assert off[0] == off[1]  # 0 by default: the open-loop searches score as before

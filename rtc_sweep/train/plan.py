@@ -12,6 +12,10 @@ optimised, the others stay 0. A candidate's score, averaged over ``noise_seeds``
 first episode, is::
 
     2 · solved  -  distance_weight · min distance(green, blue)  -  length_weight · length · solved
+                +  survival_weight · (length / T) · (1 - solved)
+
+(T the plan's ticks; the survival term, 0 by default, rewards an unsolved episode for lasting: on a level whose
+episodes end by a fall, e.g. a pole on a cart, it is what lets the search find a controller that balances first)
 
 the distance term (closest approach of a goal-role shape to a target-role shape during the episode) being the
 shaping that lets the search start from plans that never solve. Each generation keeps the ``elite`` best of
@@ -86,6 +90,7 @@ class PlanConfig:
     smoothing: float = 0.7  # weight of the elite's mean and std in each update (1 = take them as they are)
     distance_weight: float = 0.3  # shaping: minus this times the closest goal-target approach
     length_weight: float = 0.002  # among solved episodes, shorter is better
+    survival_weight: float = 0.0  # among unsolved episodes, longer is better (length / plan ticks): balancing levels
     env_action_noise_std: float = 0.1  # the env's own action noise (the evaluation's)
     eval_envs: int = 512  # noise draws the final plan is measured over
     demo_envs: int = 2048  # environments the final plan is recorded on (its solved episodes are kept)
@@ -164,7 +169,7 @@ def _programs(cfg: PlanConfig) -> tuple[Any, ...]:
         (_, _, first, near), rec = jax.lax.scan(tick, carry0, jnp.arange(T))
         near = jnp.where(jnp.isfinite(near), near, 0.0)
         if not record:
-            return first.solved, first.length, near
+            return first.solved, first.length, near, first.running_length  # running: T when it never ended
         obs_r, act_r, done_r, solved_r, ret_r, len_r = rec
         return Transitions(obs_r, act_r, done_r, solved_r, ret_r, len_r, solved_episode_mask(done_r, solved_r))
 
@@ -179,8 +184,11 @@ def _programs(cfg: PlanConfig) -> tuple[Any, ...]:
     return level, env, sharded(False), sharded(True)
 
 
-def _score(cfg: PlanConfig, solved: np.ndarray, length: np.ndarray, near: np.ndarray) -> np.ndarray:
-    return 2.0 * solved - cfg.distance_weight * near - cfg.length_weight * length * solved
+def _score(cfg: PlanConfig, solved: np.ndarray, length: np.ndarray, near: np.ndarray, lasted: np.ndarray) -> np.ndarray:
+    """``length``: the first episode's length where it ended (0 where not); ``lasted``: its ticks, T where it never
+    ended (all means over the noise draws)."""
+    survival = cfg.survival_weight * lasted / (cfg.segments * cfg.segment_ticks) * (1.0 - solved)
+    return 2.0 * solved - cfg.distance_weight * near - cfg.length_weight * length * solved + survival
 
 
 def _basis(cfg: PlanConfig, record_fn: Any, mean: np.ndarray, key: jax.Array, obs_dim: int) -> dict[str, np.ndarray]:
@@ -286,9 +294,9 @@ def run_plan(cfg: PlanConfig, progress: bool = True) -> dict[str, Any]:
             return jnp.asarray(np.concatenate([x, np.zeros((batch - len(x), *x.shape[1:]), np.float32)]))
 
         keys = jax.random.split(jax.random.fold_in(k_g, 1), batch)
-        solved, length, near = (np.asarray(x)[: cfg.population * M].reshape(cfg.population, M).mean(1)
-                                for x in score_fn(pad(cand), pad(gain_cand), keys, basis))  # fmt: skip
-        elite = np.argsort(-_score(cfg, solved, length, near), kind="stable")[: cfg.elite]
+        solved, length, near, lasted = (np.asarray(x)[: cfg.population * M].reshape(cfg.population, M).mean(1)
+                                        for x in score_fn(pad(cand), pad(gain_cand), keys, basis))  # fmt: skip
+        elite = np.argsort(-_score(cfg, solved, length, near, lasted), kind="stable")[: cfg.elite]
         mean = (1 - cfg.smoothing) * mean + cfg.smoothing * cand[elite].mean(0)
         std = ((1 - cfg.smoothing) * std + cfg.smoothing * cand[elite].std(0) + cfg.min_std) * used
         gain_mean = (1 - cfg.smoothing) * gain_mean + cfg.smoothing * gain_cand[elite].mean(0)
@@ -300,6 +308,7 @@ def run_plan(cfg: PlanConfig, progress: bool = True) -> dict[str, Any]:
             "mean_plan_solved": float(solved[0]),
             "elite_closest": float(near[elite].mean()),
             "elite_length": float(length[elite].mean()),
+            "elite_lasted": float(lasted[elite].mean()),  # ticks its episodes lasted (T where they never ended)
             "std": float(std[:, used].mean()),
             **({"gain_norm": float(np.linalg.norm(gain_mean))} if k else {}),
             "wall_s": time.time() - t0,
@@ -322,8 +331,8 @@ def run_plan(cfg: PlanConfig, progress: bool = True) -> dict[str, Any]:
                 jnp.broadcast_to(jnp.asarray(gain_mean, jnp.float32), (n, k, A)))  # fmt: skip
 
     n_eval = -(-cfg.eval_envs // n_dev) * n_dev
-    solved, length, _ = score_fn(*everywhere(n_eval), jax.random.split(jax.random.fold_in(key, 1_000_001), n_eval),
-                                 basis)  # fmt: skip
+    solved, length, _, _ = score_fn(*everywhere(n_eval),
+                                    jax.random.split(jax.random.fold_in(key, 1_000_001), n_eval), basis)  # fmt: skip
     solved = np.asarray(solved, np.float64)
     n_demo = -(-cfg.demo_envs // n_dev) * n_dev
     tr = record_fn(*everywhere(n_demo), jax.random.split(jax.random.fold_in(key, 1_000_002), n_demo), basis)
