@@ -176,7 +176,7 @@ def _programs(cfg: PlanConfig) -> tuple[Any, ...]:
     env_first = P("env")
 
     def sharded(record: bool) -> Any:
-        out = Transitions._make([P(None, "env")] * 7) if record else (env_first,) * 3  # shard_map's out_specs
+        out = Transitions._make([P(None, "env")] * 7) if record else (env_first,) * 4  # shard_map's out_specs
         fn = functools.partial(local, record=record)
         specs = (env_first, env_first, env_first, P())
         return jax.jit(jax.shard_map(fn, mesh=mesh, in_specs=specs, out_specs=out, check_vma=False))
