@@ -12,10 +12,11 @@
 # Resumable like train_levels.sh: each stage is skipped when its output exists.
 #   bash scripts/train_feedback.sh [level ...]
 #   env: K (8: feedback directions), GENS (15), POP (128), NOISE (4), INIT_STD (0.3), EPOCHS (30), ITERS (6: DAgger),
-#        MIN_PLAN (0.3: open-loop plans worth continuing), MIN_FIRST (0.5)
+#        MIN_PLAN (0.3: open-loop plans worth continuing), MIN_FIRST (0.5), SURVIVAL (0: task.survival_weight, 1 for
+#        levels that end by a fall, e.g. cartpole_thrust), FB_STD (0.3: task.feedback_std)
 set -uo pipefail
 K=${K:-8}; GENS=${GENS:-15}; POP=${POP:-128}; NOISE=${NOISE:-4}; INIT_STD=${INIT_STD:-0.3}; EPOCHS=${EPOCHS:-30}
-ITERS=${ITERS:-6}; MIN_PLAN=${MIN_PLAN:-0.3}; MIN_FIRST=${MIN_FIRST:-0.5}
+ITERS=${ITERS:-6}; MIN_PLAN=${MIN_PLAN:-0.3}; MIN_FIRST=${MIN_FIRST:-0.5}; SURVIVAL=${SURVIVAL:-0}; FB_STD=${FB_STD:-0.3}
 stamp() { date +%s; }
 solved_of() { python -c "import json; print(json.load(open('$1'))['plan']['returned_episode_solved'])"; }
 at_least() { python -c "import sys; sys.exit(0 if $1 >= $2 else 1)"; }
@@ -35,7 +36,7 @@ for level in "$@"; do
         python -m rtc_sweep.train task=plan level="${level}" seed=0 run_dir="${out}" task.feedback_dims="${K}" \
           task.init_plan="${plan}" task.generations="${GENS}" task.population="${POP}" task.elite=16 \
           task.noise_seeds="${NOISE}" task.init_std="${INIT_STD}" task.eval_envs=$((POP * NOISE)) \
-          task.demo_envs=1024 progress=false
+          task.survival_weight="${SURVIVAL}" task.feedback_std="${FB_STD}" task.demo_envs=1024 progress=false
         echo -e "${fb}_$(basename "${plan}")\t$(( $(stamp) - t0 ))" >> "${log}"
       fi
       at_least "$(solved_of "${out}/stats.json")" "${MIN_FIRST}" && kept+=("${out}")
