@@ -109,7 +109,7 @@ from rtc_sweep.train.flow_bc import (
     make_optimizer,
     train_state_like,
 )
-from rtc_sweep.train.io import load_pickle, save_npz, save_pickle, write_json
+from rtc_sweep.train.io import completed_steps, load_pickle, save_npz, save_pickle, write_json
 from rtc_sweep.train.plan import GOAL_ROLE, TARGET_ROLE, _role_indices, action_dims
 from rtc_sweep.train.rollout import (
     Rollout,
@@ -409,10 +409,6 @@ def _score(cfg: DaggerConfig, solved: np.ndarray, length: np.ndarray, near: np.n
     return 2.0 * solved - cfg.distance_weight * near - cfg.length_weight * length * solved  # plan.py's score
 
 
-def _completed(run_dir: Path) -> list[int]:
-    return sorted(int(p.name) for p in run_dir.iterdir() if p.name.isdigit() and (p / "stats.json").is_file())
-
-
 def _load_data(path: Path) -> Data:
     with np.load(path) as f:
         return Data(f["obs"].astype(np.float16), f["action"].astype(np.float32), f["done"].astype(bool))
@@ -536,7 +532,7 @@ def run_dagger(cfg: DaggerConfig, progress: bool = True) -> dict[str, Any]:
         return {**_eval_stats(stats), "seed": seed}, time.time() - t0
 
     state_file = run_dir / "state.pkl"
-    done_iters = _completed(run_dir)
+    done_iters = completed_steps(run_dir)
     if done_iters and state_file.is_file():
         like = train_state_like(obs_dim, action_dim, cfg.model, progs.optimizer)
         saved = load_pickle(state_file, {"iteration": 0, "train": tuple(like)})

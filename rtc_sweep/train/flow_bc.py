@@ -32,7 +32,7 @@ from rtc_sweep.core import kinetix_env as ke
 from rtc_sweep.core import network
 from rtc_sweep.core.checkpoint import load_policy, save_policy
 from rtc_sweep.core.policy import MODEL_PRESETS, Params, flow_loss
-from rtc_sweep.train.io import load_pickle, save_pickle, write_json
+from rtc_sweep.train.io import completed_steps, load_pickle, save_pickle, write_json
 
 
 @dataclasses.dataclass(frozen=True)
@@ -171,10 +171,6 @@ def load_stream(pattern: str | Path) -> Stream:
     return Stream(*(np.concatenate(xs) for xs in zip(*parts, strict=True)))
 
 
-def _completed_epochs(run_dir: Path) -> list[int]:
-    return sorted(int(p.name) for p in run_dir.iterdir() if p.name.isdigit() and (p / "stats.json").is_file())
-
-
 def train_flow(cfg: FlowBCConfig, progress: bool = True) -> list[dict[str, float]]:
     """Train (or resume) epoch by epoch; returns the per-epoch stats (mean loss, grad norm, wall time)."""
     run_dir = Path(cfg.run_dir)
@@ -192,7 +188,7 @@ def train_flow(cfg: FlowBCConfig, progress: bool = True) -> list[dict[str, float
     optimizer = make_optimizer(cfg.optim)
     fit = make_fit(cfg.model, optimizer, cfg.optim.batch_size, steps)
     key = jax.random.key(cfg.seed)
-    done_epochs = _completed_epochs(run_dir)
+    done_epochs = completed_steps(run_dir)
     name = policy_file(cfg.level)
     resume = run_dir / "train_state.pkl"
     if done_epochs and resume.is_file():

@@ -15,6 +15,12 @@ import numpy as np
 from rtc_sweep.core import safe_pickle
 
 
+def completed_steps(run_dir: Path) -> list[int]:
+    """The finished steps of a resumable run (epochs, iterations): its numbered folders holding a stats.json,
+    sorted. A step's stats.json is written last, so a folder without one was interrupted."""
+    return sorted(int(p.name) for p in run_dir.iterdir() if p.name.isdigit() and (p / "stats.json").is_file())
+
+
 def write_json(path: Path, obj: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")

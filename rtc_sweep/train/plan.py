@@ -12,10 +12,11 @@ optimised, the others stay 0. A candidate's score, averaged over ``noise_seeds``
 first episode, is::
 
     2 · solved  -  distance_weight · min distance(green, blue)  -  length_weight · length · solved
-                +  survival_weight · (length / T) · (1 - solved)
+                +  survival_weight · (ticks lasted / T) · (1 - solved)
 
-(T the plan's ticks; the survival term, 0 by default, rewards an unsolved episode for lasting: on a level whose
-episodes end by a fall, e.g. a pole on a cart, it is what lets the search find a controller that balances first)
+(T the plan's ticks, an episode that never ends lasting T; the survival term, 0 by default, rewards an unsolved
+episode for lasting: on a level whose episodes end by a fall, e.g. a pole on a cart, it is what lets the search find
+a controller that balances first)
 
 the distance term (closest approach of a goal-role shape to a target-role shape during the episode) being the
 shaping that lets the search start from plans that never solve. Each generation keeps the ``elite`` best of

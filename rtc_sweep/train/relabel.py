@@ -53,7 +53,7 @@ from rtc_sweep.core.checkpoint import load_policy, save_policy
 from rtc_sweep.core.policy import MODEL_PRESETS, ModelConfig, Params
 from rtc_sweep.core.run_config import RunConfig
 from rtc_sweep.errors import ConfigError
-from rtc_sweep.train.dagger import _bucket, _completed
+from rtc_sweep.train.dagger import _bucket
 from rtc_sweep.train.flow_bc import (
     OptimConfig,
     Stream,
@@ -63,7 +63,7 @@ from rtc_sweep.train.flow_bc import (
     make_optimizer,
     train_state_like,
 )
-from rtc_sweep.train.io import load_pickle, save_npz, save_pickle, write_json
+from rtc_sweep.train.io import completed_steps, load_pickle, save_npz, save_pickle, write_json
 from rtc_sweep.train.plan import action_dims
 from rtc_sweep.train.rollout import Rollout, episode_stats, make_rollout, measurement, rollout_seed, transitions
 from rtc_sweep.train.self_imitation import _eval_stats
@@ -218,7 +218,7 @@ def run_relabel(cfg: RelabelConfig, progress: bool = True) -> dict[str, Any]:
             ends = np.flatnonzero(f["done"])
         label_ticks = int(np.median(np.diff(np.concatenate([[-1], ends])))) if len(ends) else cfg.num_ticks
 
-    done_iters = _completed(run_dir)
+    done_iters = completed_steps(run_dir)
     state_file = run_dir / "state.pkl"
     if done_iters and state_file.is_file():
         like = train_state_like(obs_dim, action_dim, cfg.model, optimizer)

@@ -64,7 +64,7 @@ from rtc_sweep.train.flow_bc import (
     make_optimizer,
     train_state_like,
 )
-from rtc_sweep.train.io import load_pickle, save_npz, save_pickle, write_json
+from rtc_sweep.train.io import completed_steps, load_pickle, save_npz, save_pickle, write_json
 from rtc_sweep.train.rollout import (
     Exploration,
     Rollout,
@@ -145,10 +145,6 @@ def collect_run(cfg: SelfImitationConfig) -> RunConfig:
                        cfg.env_action_noise_std, cfg.delay_profile, cfg.collect_execute_horizon)  # fmt: skip
 
 
-def _completed(run_dir: Path) -> list[int]:
-    return sorted(int(p.name) for p in run_dir.iterdir() if p.name.isdigit() and (p / "stats.json").is_file())
-
-
 def _eval_stats(stats: Any) -> dict[str, float]:
     solved = np.asarray(stats.solved)
     return {
@@ -206,7 +202,7 @@ def run_self_imitation(cfg: SelfImitationConfig, progress: bool = True) -> dict[
         stats, _ = evaluate(params, seed)
         return {**_eval_stats(stats), "seed": seed}, time.time() - t0
 
-    done_iters = _completed(run_dir)
+    done_iters = completed_steps(run_dir)
     state_file = run_dir / "state.pkl"
     if done_iters and state_file.is_file():
         like = train_state_like(obs_dim, action_dim, cfg.model, optimizer)
