@@ -14,7 +14,15 @@ from rtc_sweep.core.checkpoint import load_policy
 from rtc_sweep.core.policy import MODEL_PRESETS
 from rtc_sweep.train import config as train_config
 from rtc_sweep.train.collect import CollectConfig, collect
-from rtc_sweep.train.flow_bc import FlowBCConfig, OptimConfig, Stream, chunk_at, train_flow
+from rtc_sweep.train.flow_bc import (
+    FlowBCConfig,
+    OptimConfig,
+    Stream,
+    chunk_at,
+    learning_rate_schedule,
+    make_optimizer,
+    train_flow,
+)
 from rtc_sweep.train.ppo import PPOConfig, train_ppo
 
 CONF = Path(__file__).resolve().parents[1] / "rtc_sweep" / "train" / "conf"
@@ -103,6 +111,35 @@ def test_flow_bc_on_collected_data_resumes_and_loads(dataset, tmp_path):
     assert [h["epoch"] for h in history] == [0, 1]
     params = load_policy(tmp_path / "logs-bc" / "1" / "policies" / POLICY, SMALL)
     assert params["in_proj"]["kernel"].shape == (6 + 679, 64)
+
+
+def test_a_decaying_rate_reaches_its_final_fraction_at_the_last_step():
+    cfg = OptimConfig(learning_rate=1e-3, warmup_steps=10, final_lr_fraction=0.1)
+    schedule = learning_rate_schedule(cfg, total_steps=100)
+    assert float(schedule(10)) == pytest.approx(1e-3)
+    assert float(schedule(55)) == pytest.approx(0.55e-3, rel=1e-3)  # the cosine's midpoint
+    assert float(schedule(100)) == pytest.approx(1e-4)
+    constant = learning_rate_schedule(OptimConfig(learning_rate=1e-3, warmup_steps=10), total_steps=100)
+    assert float(constant(100)) == pytest.approx(1e-3)
+    with pytest.raises(ValueError, match=r"task\.optim\.final_lr_fraction"):
+        learning_rate_schedule(dataclasses.replace(cfg, final_lr_fraction=0.0), total_steps=100)
+    with pytest.raises(ValueError, match="task=flow"):  # a route that does not know its length
+        make_optimizer(cfg)
+
+
+def test_flow_bc_with_a_decaying_rate_logs_it_per_epoch(dataset, tmp_path):
+    _, path = dataset
+    cfg = FlowBCConfig(
+        data_path=str(path),
+        run_dir=str(tmp_path / "decay"),
+        model=SMALL,
+        optim=OptimConfig(batch_size=16, warmup_steps=1, final_lr_fraction=0.25),
+        num_epochs=2,
+        max_steps_per_epoch=3,
+    )
+    history = train_flow(cfg, progress=False)
+    rates = [h["learning_rate"] for h in history]
+    assert rates[0] > rates[1] == pytest.approx(0.25 * cfg.optim.learning_rate)
 
 
 def test_flow_fit_lowers_the_loss_and_tt_rtc_fine_tunes_from_it(tmp_path):

@@ -7,7 +7,9 @@ zeroed, exactly the benchmark's masking (which zeroes the episode's last action 
 ``rtc_sweep.core.policy.flow_loss``: plain BC, or training-time RTC when ``model.simulated_delay`` is set.
 
 Optimiser (§4.3): ``clip_by_global_norm`` then AdamW with a linear warm-up to a constant learning rate,
-weight decay on every parameter.
+weight decay on every parameter. ``optim.final_lr_fraction`` < 1 (task=flow only) replaces the constant with a
+cosine decay from the peak to that fraction of it at the run's last step: a constant rate leaves the weights
+moving, so the solve rate of consecutive epochs can differ by more than their loss suggests.
 """
 
 from __future__ import annotations
@@ -42,10 +44,29 @@ class OptimConfig:
     weight_decay: float = 1e-2  # AdamW decoupled weight decay, on all params (biases included, as the benchmark)
     warmup_steps: int = 1000  # linear warm-up from 0 to learning_rate, in gradient steps
     batch_size: int = 512  # samples (obs, H-action chunk) per gradient step
+    final_lr_fraction: float = 1.0  # task=flow: 1 keeps the rate constant; < 1 decays it (cosine) to this fraction
 
 
-def make_optimizer(cfg: OptimConfig) -> optax.GradientTransformation:
-    schedule = optax.warmup_constant_schedule(0.0, cfg.learning_rate, max(cfg.warmup_steps, 1))
+def learning_rate_schedule(cfg: OptimConfig, total_steps: int | None = None) -> optax.Schedule:
+    """Linear warm-up to ``learning_rate``; then constant, or (``final_lr_fraction`` < 1 and ``total_steps``
+    given) a cosine decay reaching ``final_lr_fraction * learning_rate`` at step ``total_steps``."""
+    warmup = max(cfg.warmup_steps, 1)
+    if not 0.0 < cfg.final_lr_fraction <= 1.0:
+        raise ValueError(f"task.optim.final_lr_fraction: {cfg.final_lr_fraction} is not in (0, 1]")
+    if cfg.final_lr_fraction < 1.0 and total_steps is None:
+        raise ValueError(
+            "task.optim.final_lr_fraction: a decaying rate is for task=flow (a run of known length); "
+            "this task keeps the rate constant, so leave it at 1.0"
+        )
+    if cfg.final_lr_fraction == 1.0 or total_steps is None:
+        return optax.warmup_constant_schedule(0.0, cfg.learning_rate, warmup)
+    return optax.warmup_cosine_decay_schedule(
+        0.0, cfg.learning_rate, warmup, max(total_steps, warmup + 1), cfg.learning_rate * cfg.final_lr_fraction
+    )
+
+
+def make_optimizer(cfg: OptimConfig, total_steps: int | None = None) -> optax.GradientTransformation:
+    schedule = learning_rate_schedule(cfg, total_steps)
     return optax.chain(
         optax.clip_by_global_norm(cfg.grad_norm_clip),
         optax.adamw(schedule, weight_decay=cfg.weight_decay),
@@ -185,8 +206,9 @@ def train_flow(cfg: FlowBCConfig, progress: bool = True) -> list[dict[str, float
     if steps < 1:
         raise ValueError(f"{cfg.data_path}: {n} transitions are fewer than one batch of {cfg.optim.batch_size}")
 
-    optimizer = make_optimizer(cfg.optim)
+    optimizer = make_optimizer(cfg.optim, total_steps=steps * cfg.num_epochs)
     fit = make_fit(cfg.model, optimizer, cfg.optim.batch_size, steps)
+    schedule = learning_rate_schedule(cfg.optim, total_steps=steps * cfg.num_epochs)
     key = jax.random.key(cfg.seed)
     done_epochs = completed_steps(run_dir)
     name = policy_file(cfg.level)
@@ -215,6 +237,7 @@ def train_flow(cfg: FlowBCConfig, progress: bool = True) -> list[dict[str, float
             "loss_last": float(loss[-max(1, len(loss) // 10) :].mean()),
             "grad_norm": float(np.asarray(metrics["grad_norm"]).mean()),
             "grad_steps": int(state.step),
+            "learning_rate": float(schedule(state.step)),
             "wall_s": time.time() - t0,
         }
         if not math.isfinite(stats["loss"]):
