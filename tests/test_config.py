@@ -96,6 +96,15 @@ def test_default_config() -> None:
     assert (job.video, job.resume, job.reference_grid_only) == (False, True, False)
 
 
+def test_each_shipped_level_resolves_and_another_preset_is_named() -> None:
+    config_module.validate(to_job_config(compose_config(["level=cartpole_thrust"])))  # shipped small
+    config_module.validate(to_job_config(compose_config(["level=catapult", "model=default"])))
+    with pytest.raises(ConfigError) as info:  # catapult's shipped policy is the default network's
+        config_module.validate(to_job_config(compose_config(["level=catapult"])))
+    assert info.value.key == "checkpoint"
+    assert "model=default" in str(info.value)
+
+
 def test_delay_profiles_match_the_presets() -> None:
     from rtc_sweep.core.delays import PRESETS
 

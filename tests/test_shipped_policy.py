@@ -12,21 +12,22 @@ from rtc_sweep.sweep.evaluate import evaluate, shipped_checkpoints
 
 
 def test_every_shipped_level_has_its_small_policy():
-    assert {"grasp_easy/small", "cartpole_thrust/small"} <= set(shipped_checkpoints())
+    assert {"grasp_easy/small", "cartpole_thrust/small", "catapult/default"} <= set(shipped_checkpoints())
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    ("level", "at_least"),
+    ("level", "model", "at_least"),
     [
-        ("grasp_easy", 0.9),  # MODEL_CARD.md: 0.988 of 2048 (seed 0)
-        ("cartpole_thrust", 0.85),  # MODEL_CARD.md: 0.948 of 2048 (seed 0)
+        ("grasp_easy", "small", 0.9),  # MODEL_CARD.md: 0.988 of 2048 (seed 0)
+        ("cartpole_thrust", "small", 0.85),  # MODEL_CARD.md: 0.948 of 2048 (seed 0)
+        ("catapult", "default", 0.7),  # MODEL_CARD.md: 0.809 of 2048 (seed 0)
     ],
 )
-def test_shipped_policy_solves_with_naive_chunking_at_zero_delay(level, at_least):
+def test_shipped_policy_solves_with_naive_chunking_at_zero_delay(level, model, at_least):
     cfg = RunConfig(
         level=level,
-        model=MODEL_PRESETS["small"],
+        model=MODEL_PRESETS[model],
         delay=dataclasses.replace(PRESETS["fixed"], fixed_delay=0),
         method=MethodConfig(name="naive"),
         execute=ExecutePolicy(mode="fixed", execute_horizon=1),

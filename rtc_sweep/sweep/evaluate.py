@@ -101,10 +101,12 @@ def validate(cfg: RunConfig) -> RunConfig:
     if cfg.checkpoint is None:
         checkpoint_file = default_checkpoint(name, cfg.model)
         if checkpoint_file is None:
+            presets = [c.split("/", 1)[1] for c in shipped_checkpoints() if c.split("/", 1)[0] == name]
+            hint = f"this level's shipped policies are for model={', model='.join(presets)}; " if presets else ""
             raise ConfigError(
                 "checkpoint",
                 f"no shipped policy for level {name!r} with this model (shipped: {shipped_checkpoints() or 'none'}); "
-                "give checkpoint=<path to .pkl> or checkpoint=random",
+                f"{hint}give checkpoint=<path to .pkl> or checkpoint=random",
             )
     else:
         checkpoint_file = _policy_file("checkpoint", cfg.checkpoint, name, cfg.model)
