@@ -11,7 +11,7 @@ from rtc_sweep.core.samplers import MethodConfig
 from rtc_sweep.sweep.evaluate import evaluate, shipped_checkpoints
 
 
-def test_every_shipped_level_has_its_small_policy():
+def test_the_shipped_policies_are_in_the_package():
     assert {"grasp_easy/small", "cartpole_thrust/small", "catapult/default"} <= set(shipped_checkpoints())
 
 

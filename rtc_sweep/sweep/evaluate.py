@@ -101,11 +101,12 @@ def validate(cfg: RunConfig) -> RunConfig:
     if cfg.checkpoint is None:
         checkpoint_file = default_checkpoint(name, cfg.model)
         if checkpoint_file is None:
-            presets = [c.split("/", 1)[1] for c in shipped_checkpoints() if c.split("/", 1)[0] == name]
+            shipped = shipped_checkpoints()
+            presets = [c.partition("/")[2] for c in shipped if c.partition("/")[0] == name]
             hint = f"this level's shipped policies are for model={', model='.join(presets)}; " if presets else ""
             raise ConfigError(
                 "checkpoint",
-                f"no shipped policy for level {name!r} with this model (shipped: {shipped_checkpoints() or 'none'}); "
+                f"no shipped policy for level {name!r} with this model (shipped: {shipped or 'none'}); "
                 f"{hint}give checkpoint=<path to .pkl> or checkpoint=random",
             )
     else:

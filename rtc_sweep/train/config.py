@@ -202,10 +202,10 @@ def _positive(cfg: Any, *keys: str, prefix: str = "task.") -> None:
             raise ConfigError(f"{prefix}{key}", f"{value}; allowed: > 0")
 
 
-def _fraction(cfg: Any, key: str, *, open_low: bool = False) -> None:
+def _fraction(cfg: Any, key: str, *, open_low: bool = False, prefix: str = "task.") -> None:
     value = getattr(cfg, key)
     if not (value > 0.0 if open_low else value >= 0.0) or value > 1.0:
-        raise ConfigError(f"task.{key}", f"{value}; allowed: a fraction in {'(' if open_low else '['}0, 1]")
+        raise ConfigError(f"{prefix}{key}", f"{value}; allowed: a fraction in {'(' if open_low else '['}0, 1]")
 
 
 def _device_multiple(cfg: Any, *keys: str) -> None:
@@ -216,10 +216,17 @@ def _device_multiple(cfg: Any, *keys: str) -> None:
             raise ConfigError(f"task.{key}", f"{value}; allowed: a multiple of the device count ({n})")
 
 
-def _check_optim(cfg: OptimConfig) -> None:
+def _check_optim(cfg: OptimConfig, decays: bool = False) -> None:
+    """``decays``: the task runs for a known number of steps (task=flow), so its rate may decay."""
     _positive(cfg, "learning_rate", "grad_norm_clip", prefix="task.optim.")
     _at_least(cfg, 0, "weight_decay", "warmup_steps", prefix="task.optim.")
     _at_least(cfg, 1, "batch_size", prefix="task.optim.")
+    _fraction(cfg, "final_lr_fraction", open_low=True, prefix="task.optim.")
+    if not decays and cfg.final_lr_fraction < 1.0:
+        raise ConfigError(
+            "task.optim.final_lr_fraction",
+            f"{cfg.final_lr_fraction}; allowed: 1.0 (this task keeps the rate constant; task=flow may decay it)",
+        )
 
 
 def _check_self_imitation(cfg: SelfImitationConfig) -> None:
@@ -570,7 +577,7 @@ def validate(cfg: Runtime) -> Runtime:
     _level_name(cfg.level)
     if isinstance(cfg, SelfImitationConfig | FlowBCConfig | DaggerConfig):
         cfg.model.validate()  # model.<key>
-        _check_optim(cfg.optim)
+        _check_optim(cfg.optim, decays=isinstance(cfg, FlowBCConfig))
     task.check(cfg)
     return cfg
 

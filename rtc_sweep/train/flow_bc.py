@@ -53,20 +53,21 @@ def learning_rate_schedule(cfg: OptimConfig, total_steps: int | None = None) -> 
     warmup = max(cfg.warmup_steps, 1)
     if not 0.0 < cfg.final_lr_fraction <= 1.0:
         raise ValueError(f"task.optim.final_lr_fraction: {cfg.final_lr_fraction} is not in (0, 1]")
-    if cfg.final_lr_fraction < 1.0 and total_steps is None:
+    if cfg.final_lr_fraction == 1.0:
+        return optax.warmup_constant_schedule(0.0, cfg.learning_rate, warmup)
+    if total_steps is None:
         raise ValueError(
             "task.optim.final_lr_fraction: a decaying rate is for task=flow (a run of known length); "
             "this task keeps the rate constant, so leave it at 1.0"
         )
-    if cfg.final_lr_fraction == 1.0 or total_steps is None:
-        return optax.warmup_constant_schedule(0.0, cfg.learning_rate, warmup)
     return optax.warmup_cosine_decay_schedule(
         0.0, cfg.learning_rate, warmup, max(total_steps, warmup + 1), cfg.learning_rate * cfg.final_lr_fraction
     )
 
 
-def make_optimizer(cfg: OptimConfig, total_steps: int | None = None) -> optax.GradientTransformation:
-    schedule = learning_rate_schedule(cfg, total_steps)
+def make_optimizer(cfg: OptimConfig, schedule: optax.Schedule | None = None) -> optax.GradientTransformation:
+    """``schedule``: the rate per step (default: ``learning_rate_schedule(cfg)``, warm-up then constant)."""
+    schedule = learning_rate_schedule(cfg) if schedule is None else schedule
     return optax.chain(
         optax.clip_by_global_norm(cfg.grad_norm_clip),
         optax.adamw(schedule, weight_decay=cfg.weight_decay),
@@ -206,9 +207,9 @@ def train_flow(cfg: FlowBCConfig, progress: bool = True) -> list[dict[str, float
     if steps < 1:
         raise ValueError(f"{cfg.data_path}: {n} transitions are fewer than one batch of {cfg.optim.batch_size}")
 
-    optimizer = make_optimizer(cfg.optim, total_steps=steps * cfg.num_epochs)
-    fit = make_fit(cfg.model, optimizer, cfg.optim.batch_size, steps)
     schedule = learning_rate_schedule(cfg.optim, total_steps=steps * cfg.num_epochs)
+    optimizer = make_optimizer(cfg.optim, schedule)
+    fit = make_fit(cfg.model, optimizer, cfg.optim.batch_size, steps)
     key = jax.random.key(cfg.seed)
     done_epochs = completed_steps(run_dir)
     name = policy_file(cfg.level)
