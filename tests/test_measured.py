@@ -87,7 +87,10 @@ def test_measured_latency_scale_and_system_shift_the_ticks(tmp_path: Path) -> No
     with latency_folder(job_dir):  # same sampler: the file is reused, only the conversion differs
         row = evaluate(config(delay=slow), progress=False)
     expected = np.minimum(np.ceil(ms * 50.0 / 20.0) + 2, 8)  # + 2 ticks of system part, capped at T
-    assert row["d_max"] == expected.max()
+    # The few cycles of this tiny rollout draw some of the samples, not necessarily the slowest: the largest drawn
+    # delay is one of the converted samples, and (same seed, same draws) at least the base's largest plus 2.
+    assert row["d_max"] in set(expected.tolist())
+    assert row["d_max"] >= min(base["d_max"] + 2, 8)
     assert row["d_mean"] > base["d_mean"]
 
 
