@@ -136,6 +136,21 @@ def test_fixed_delay_sweep_groups_by_the_swept_delay(tmp_path: Path) -> None:
     assert (tmp_path / "fixed_delay_solved.png").stat().st_size > 1000
 
 
+def test_a_methods_swept_setting_is_paired_per_variant(tmp_path: Path) -> None:
+    """realtime at two guidance weights against naive: two rows of 3 pairs each, not one of 6."""
+    for seed in range(3):
+        make_job(tmp_path, ["method=naive", f"seed={seed}"], returned_episode_solved=0.5)
+        for w, gain in ((1.0, 0.1), (5.0, 0.3)):
+            make_job(tmp_path, ["method=realtime", f"method.max_guidance_weight={w}", f"seed={seed}"],
+                     returned_episode_solved=0.5 + gain)  # fmt: skip
+    aggregate(tmp_path)
+    rows = {r["method.max_guidance_weight"]: r for r in read(tmp_path / "paired.csv")}
+    assert set(rows) == {"1.0", "5.0"}
+    assert [rows[w]["n_pairs"] for w in ("1.0", "5.0")] == ["3", "3"]
+    assert float(rows["1.0"]["returned_episode_solved_diff_mean"]) == pytest.approx(0.1)
+    assert float(rows["5.0"]["returned_episode_solved_diff_mean"]) == pytest.approx(0.3)
+
+
 def test_cli_and_callback_are_rerunnable(tail_sweep: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main([str(tail_sweep), "--no-figures"]) == 0
     first = (tail_sweep / "summary.csv").read_text()

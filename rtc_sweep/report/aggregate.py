@@ -347,15 +347,18 @@ def paired_differences(df: pd.DataFrame, groups: list[str], baseline: str | None
     # Pair on everything that defines a group except the method, and on the seed; method-specific settings
     # (e.g. method.name, nfe_per_chunk) must not be part of the key.
     keys = [c for c in groups if c != "method" and not c.startswith("method.")] + ["seed"]
+    # A method's own settings swept within it (method.max_guidance_weight=1,5) are variants of the method: each is
+    # paired with the baseline on its own, never folded with the others into one group of twice the pairs.
+    variants = [c for c in groups if c.startswith("method.")]
     metrics = [m for m in PAIRED_METRICS if m in df.columns]
     base = df[df["method"] == baseline][keys + metrics]
     rng = np.random.default_rng(0)
     rows = []
     for method in sorted(set(df["method"]) - {baseline}, key=str):
-        paired = df[df["method"] == method][keys + metrics].merge(base, on=keys, suffixes=("", "_base"))
+        paired = df[df["method"] == method][keys + variants + metrics].merge(base, on=keys, suffixes=("", "_base"))
         if paired.empty:
             continue
-        context = [k for k in keys if k != "seed"]
+        context = [k for k in keys if k != "seed"] + variants
         for key, g in paired.groupby(context, dropna=False, sort=True):
             row: dict[str, Any] = _key_dict(context, key)
             row.update(method=method, baseline=baseline, n_pairs=len(g))
