@@ -344,12 +344,11 @@ def paired_differences(df: pd.DataFrame, groups: list[str], baseline: str | None
     baseline = baseline or baseline_method(df)
     if baseline is None or baseline not in set(df["method"]):
         return pd.DataFrame()
-    # Pair on everything that defines a group except the method, and on the seed; method-specific settings
-    # (e.g. method.name, nfe_per_chunk) must not be part of the key.
-    keys = [c for c in groups if c != "method" and not c.startswith("method.")] + ["seed"]
-    # A method's own settings swept within it (method.max_guidance_weight=1,5) are variants of the method: each is
-    # paired with the baseline on its own, never folded with the others into one group of twice the pairs.
+    # Pair on everything that defines a group except the method, and on the seed. A method's own settings are not
+    # part of the key, but those swept within it (method.max_guidance_weight=1,5) are variants: each is paired with
+    # the baseline on its own, never folded with the others into one group of twice the pairs.
     variants = [c for c in groups if c.startswith("method.")]
+    keys = [c for c in groups if c != "method" and c not in variants] + ["seed"]
     metrics = [m for m in PAIRED_METRICS if m in df.columns]
     base = df[df["method"] == baseline][keys + metrics]
     rng = np.random.default_rng(0)
