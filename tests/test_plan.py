@@ -31,6 +31,7 @@ def test_plan_search_writes_its_layout_and_resumes(tmp_path):
     run_plan(dataclasses.replace(cfg, generations=3), progress=False)  # resumes after generation 1
     resumed = json.loads((run / "cem.json").read_text())
     assert resumed[:2] == history and resumed[2]["generation"] == 2
+    assert json.loads((run / "config.json").read_text())["generations"] == 3  # the settings the state came from
 
     # Feedback: the open-loop plan continued as a controller that reacts to the state (closed-loop demonstrations).
     fb = dataclasses.replace(cfg, run_dir=str(tmp_path / "feedback"), feedback_dims=3, init_plan=str(run),

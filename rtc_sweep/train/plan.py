@@ -41,7 +41,7 @@ are the demonstrations, in the self-imitation data format (``rtc_sweep.train.sel
 
 Layout of ``run_dir`` (resumable after any finished generation)::
 
-    config.json                      the settings
+    config.json                      the settings of the latest start (a resume may have asked for more generations)
     cem.json                         per-generation numbers (population and elite solve rates, distance, std)
     state.npz                        mean, std and the number of finished generations (and the gains')
     basis.npz                        feedback only: obs_bar, B and sd
@@ -265,11 +265,11 @@ def run_plan(cfg: PlanConfig, progress: bool = True) -> dict[str, Any]:
         elif cfg.init_mean_std > 0:
             z = np.asarray(jax.random.normal(jax.random.fold_in(key, 999_999), (K, A)))
             mean = (np.clip(z * cfg.init_mean_std, -1.0, 1.0) * used).astype(np.float32)
-        write_json(run_dir / "config.json", dataclasses.asdict(cfg))
         std = np.where(used, cfg.init_std, 0.0).astype(np.float32) * np.ones((K, 1), np.float32)
         gain_mean = np.zeros((k, A), np.float32)
         gain_std = np.where(used, cfg.feedback_std, 0.0).astype(np.float32) * np.ones((k, 1), np.float32)
         start, history = 0, []
+    write_json(run_dir / "config.json", dataclasses.asdict(cfg))  # this start's settings (a resume may add generations)
     if k and not basis_file.is_file():
         save_npz(basis_file, _basis(cfg, record_fn, mean, key, D))
     basis: tuple[jax.Array, ...]
