@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+import logging
 from pathlib import Path
 
 import jax
@@ -96,7 +97,7 @@ def test_collection_writes_benchmark_keys_time_major(dataset):
     assert len(selection["experts"]) == 2
 
 
-def test_flow_bc_on_collected_data_resumes_and_loads(dataset, tmp_path):
+def test_flow_bc_on_collected_data_resumes_and_loads(dataset, tmp_path, caplog):
     _, path = dataset
     cfg = FlowBCConfig(
         data_path=str(path),
@@ -107,8 +108,16 @@ def test_flow_bc_on_collected_data_resumes_and_loads(dataset, tmp_path):
     )
     history = train_flow(cfg, progress=False)
     assert np.isfinite(history[0]["loss"])
-    history = train_flow(dataclasses.replace(cfg, num_epochs=2), progress=False)
+    first = json.loads((tmp_path / "logs-bc" / "config.json").read_text())
+    assert (first["num_epochs"], first["optim.batch_size"], first["resumed_with_changes"]) == (1, 16, [])
+    with caplog.at_level(logging.WARNING, logger="rtc_sweep.train.flow_bc"):
+        history = train_flow(dataclasses.replace(cfg, num_epochs=2), progress=False)
     assert [h["epoch"] for h in history] == [0, 1]
+    # The resume under a longer schedule is said and recorded, not silently folded in.
+    assert "num_epochs: 1 -> 2" in caplog.text
+    record = json.loads((tmp_path / "logs-bc" / "config.json").read_text())
+    assert record["num_epochs"] == 2
+    assert record["resumed_with_changes"] == [{"epoch": 1, "num_epochs": [1, 2]}]
     params = load_policy(tmp_path / "logs-bc" / "1" / "policies" / POLICY, SMALL)
     assert params["in_proj"]["kernel"].shape == (6 + 679, 64)
 

@@ -10,6 +10,11 @@ Optimiser (§4.3): ``clip_by_global_norm`` then AdamW with a linear warm-up to a
 weight decay on every parameter. ``optim.final_lr_fraction`` < 1 (task=flow only) replaces the constant with a
 cosine decay from the peak to that fraction of it at the run's last step: a constant rate leaves the weights
 moving, so the solve rate of consecutive epochs can differ by more than their loss suggests.
+
+Every start writes ``<run_dir>/config.json``: the settings that decide the weights (data, model, optimiser,
+schedule, seed). A run resumed with different settings says so in a warning naming each changed key, and the
+record lists the change under ``resumed_with_changes`` with the epoch it took effect, since the epochs already
+done ran under the old ones (a longer ``num_epochs`` stretches a cosine schedule mid-run, for example).
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import dataclasses
 import functools
 import glob
 import json
+import logging
 import math
 import time
 from collections.abc import Callable
@@ -35,6 +41,8 @@ from rtc_sweep.core import network
 from rtc_sweep.core.checkpoint import load_policy, save_policy
 from rtc_sweep.core.policy import MODEL_PRESETS, Params, flow_loss
 from rtc_sweep.train.io import completed_steps, load_pickle, save_pickle, write_json
+
+log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -170,6 +178,27 @@ class FlowBCConfig:
     max_steps_per_epoch: int | None = None  # cap on gradient steps per epoch (quick runs and tests)
 
 
+def run_settings(cfg: FlowBCConfig, steps_per_epoch: int) -> dict[str, Any]:
+    """What decides a run's weights, flat (``optim.<key>``), as ``<run_dir>/config.json`` records it."""
+    return {
+        "data_path": cfg.data_path,
+        "level": cfg.level,
+        "model": repr(cfg.model),
+        **{f"optim.{k}": v for k, v in dataclasses.asdict(cfg.optim).items()},
+        "num_epochs": cfg.num_epochs,
+        "steps_per_epoch": steps_per_epoch,
+        "seed": cfg.seed,
+        "load_dir": cfg.load_dir,
+        "resumed_with_changes": [],
+    }
+
+
+def changed_settings(previous: dict[str, Any], settings: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
+    """The settings that differ from those ``previous`` (an earlier start's config.json) recorded; a key it lacks
+    (a run from before the record existed) counts as unchanged."""
+    return {k: (previous[k], v) for k, v in settings.items() if k != "resumed_with_changes" and previous.get(k, v) != v}
+
+
 def policy_file(level: str) -> str:
     return f"worlds_l_{ke.level_name(level)}.pkl"
 
@@ -214,9 +243,23 @@ def train_flow(cfg: FlowBCConfig, progress: bool = True) -> list[dict[str, float
     done_epochs = completed_steps(run_dir)
     name = policy_file(cfg.level)
     resume = run_dir / "train_state.pkl"
+    settings = run_settings(cfg, steps)
+    record = run_dir / "config.json"
     if done_epochs and resume.is_file():
         state = load_pickle(resume, train_state_like(obs_dim, action_dim, cfg.model, optimizer))
         start_epoch = done_epochs[-1] + 1
+        previous = json.loads(record.read_text()) if record.is_file() else {}
+        settings["resumed_with_changes"] = previous.get("resumed_with_changes", [])
+        changed = changed_settings(previous, settings)
+        if changed:
+            log.warning(
+                "flow BC resumes %s at epoch %d with changed settings (the epochs already done ran under the old "
+                "ones; config.json records both): %s",
+                run_dir,
+                start_epoch,
+                "; ".join(f"{k}: {old!r} -> {new!r}" for k, (old, new) in changed.items()),
+            )
+            settings["resumed_with_changes"].append({"epoch": start_epoch, **{k: list(v) for k, v in changed.items()}})
     else:
         if cfg.load_dir is not None:
             params = load_policy(Path(cfg.load_dir) / "policies" / name, cfg.model, obs_dim, action_dim)
@@ -224,6 +267,7 @@ def train_flow(cfg: FlowBCConfig, progress: bool = True) -> list[dict[str, float
             params = network.init(cfg.model, jax.random.fold_in(key, 1), obs_dim, action_dim)
         state = init_train_state(params, optimizer)
         start_epoch = 0
+    write_json(record, settings)
     device_stream = Stream(*(jnp.asarray(x) for x in stream))
     history = [json.loads((run_dir / str(e) / "stats.json").read_text()) for e in done_epochs if e < start_epoch]
     bar = tqdm(range(start_epoch, cfg.num_epochs), desc="flow BC", unit="epoch", disable=not progress)
