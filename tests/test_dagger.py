@@ -121,7 +121,10 @@ def test_dagger_resumes_after_its_last_iteration(tiny):
     second = json.loads((run / "2" / "stats.json").read_text())
     assert second["fit"]["grad_steps"] == 32 + second["fit"]["grad_steps_this_iteration"]
     assert second["data"]["aggregate_transitions"] >= json.loads(first)["data"]["aggregate_transitions"]
-    assert json.loads((run / "config.from_2.json").read_text())["num_iterations"] == 2
+    record = json.loads((run / "config.json").read_text())
+    assert record["num_iterations"] == 2 and record["resumed_with_changes"] == [
+        {"iteration": 2, "num_iterations": [1, 2]}
+    ]
 
 
 def test_a_replan_is_played_from_the_stored_state(tiny):

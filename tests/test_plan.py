@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +11,7 @@ import pytest
 from rtc_sweep.train.plan import PlanConfig, action_dims, run_plan
 
 
-def test_plan_search_writes_its_layout_and_resumes(tmp_path):
+def test_plan_search_writes_its_layout_and_resumes(tmp_path, caplog):
     from rtc_sweep.core import kinetix_env as ke
 
     used = action_dims(ke.load_level("grasp_easy"), 6)
@@ -28,10 +29,22 @@ def test_plan_search_writes_its_layout_and_resumes(tmp_path):
     assert stats["plan"]["episodes"] == 4 and 0.0 <= stats["plan"]["returned_episode_solved"] <= 1.0
     with np.load(run / "data" / "worlds_l_grasp_easy.npz") as data:
         assert set(data.files) == {"obs", "action", "done", "solved", "return_", "length"}
-    run_plan(dataclasses.replace(cfg, generations=3), progress=False)  # resumes after generation 1
+    with caplog.at_level(logging.INFO, logger="rtc_sweep.train.io"):
+        run_plan(dataclasses.replace(cfg, generations=3), progress=False)  # resumes after generation 1
     resumed = json.loads((run / "cem.json").read_text())
     assert resumed[:2] == history and resumed[2]["generation"] == 2
-    assert json.loads((run / "config.json").read_text())["generations"] == 3  # the settings the state came from
+    record = json.loads((run / "config.json").read_text())
+    assert record["generations"] == 3  # the settings the state came from
+    # A longer search is what a resume is for: recorded, said at INFO, not warned about.
+    assert record["resumed_with_changes"] == [{"generation": 2, "generations": [2, 3]}]
+    assert "generations: 2 -> 3" in caplog.text and not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="rtc_sweep.train.io"):
+        run_plan(dataclasses.replace(cfg, generations=4, smoothing=0.5), progress=False)
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warned) == 1 and "smoothing: 0.7 -> 0.5" in warned[0] and "generations: 3 -> 4" in warned[0]
+    record = json.loads((run / "config.json").read_text())
+    assert record["resumed_with_changes"][1] == {"generation": 3, "generations": [3, 4], "smoothing": [0.7, 0.5]}
 
     # Feedback: the open-loop plan continued as a controller that reacts to the state (closed-loop demonstrations).
     fb = dataclasses.replace(cfg, run_dir=str(tmp_path / "feedback"), feedback_dims=3, init_plan=str(run),

@@ -110,7 +110,7 @@ def test_flow_bc_on_collected_data_resumes_and_loads(dataset, tmp_path, caplog):
     assert np.isfinite(history[0]["loss"])
     first = json.loads((tmp_path / "logs-bc" / "config.json").read_text())
     assert (first["num_epochs"], first["optim.batch_size"], first["resumed_with_changes"]) == (1, 16, [])
-    with caplog.at_level(logging.WARNING, logger="rtc_sweep.train.flow_bc"):
+    with caplog.at_level(logging.WARNING, logger="rtc_sweep.train.io"):
         history = train_flow(dataclasses.replace(cfg, num_epochs=2), progress=False)
     assert [h["epoch"] for h in history] == [0, 1]
     # The resume under a longer schedule is said and recorded, not silently folded in.

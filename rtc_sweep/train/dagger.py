@@ -41,7 +41,8 @@ padded to a power of two (never sampled from the padding), so it compiles once p
 
 Layout of ``run_dir`` (resumable after any finished iteration, like self-imitation's)::
 
-    config.json                         the settings (config.from_<k>.json: changed settings on resuming at k)
+    config.json                         the settings of the latest start (resumed_with_changes: what each resume
+                                        changed, and the iteration it took effect at)
     <i>/policies/worlds_l_<level>.pkl   the policy after iteration i (benchmark layout)
     <i>/stats.json                      collect / re-plan / record / fit / eval numbers and wall seconds of i
     <i>/replans.npz                     the re-planned states: env, tick, obs, the final plans, their solve rates
@@ -109,7 +110,7 @@ from rtc_sweep.train.flow_bc import (
     make_optimizer,
     train_state_like,
 )
-from rtc_sweep.train.io import completed_steps, load_pickle, save_npz, save_pickle, write_json
+from rtc_sweep.train.io import completed_steps, load_pickle, record_settings, save_npz, save_pickle, write_json
 from rtc_sweep.train.plan import GOAL_ROLE, TARGET_ROLE, _role_indices, action_dims
 from rtc_sweep.train.rollout import (
     Rollout,
@@ -533,16 +534,17 @@ def run_dagger(cfg: DaggerConfig, progress: bool = True) -> dict[str, Any]:
 
     state_file = run_dir / "state.pkl"
     done_iters = completed_steps(run_dir)
-    if done_iters and state_file.is_file():
+    resuming = bool(done_iters) and state_file.is_file()
+    at = done_iters[-1] + 1 if resuming else 0
+    record_settings(run_dir, dataclasses.asdict(cfg), resuming=resuming, at=("iteration", at), what="DAgger",
+                    quiet=frozenset({"num_iterations", "run_dir"}))  # fmt: skip
+    if resuming:
         like = train_state_like(obs_dim, action_dim, cfg.model, progs.optimizer)
         saved = load_pickle(state_file, {"iteration": 0, "train": tuple(like)})
         train_state = TrainState(*saved["train"])
         start = int(saved["iteration"]) + 1
         best = json.loads((run_dir / "best.json").read_text())
-        if json.loads((run_dir / "config.json").read_text()) != dataclasses.asdict(cfg):
-            write_json(run_dir / f"config.from_{start}.json", dataclasses.asdict(cfg))
     else:
-        write_json(run_dir / "config.json", dataclasses.asdict(cfg))
         params = load_policy(cfg.init_checkpoint, cfg.model, obs_dim, action_dim)
         eval0, eval_s = run_eval(params, jax.random.fold_in(key, 0))
         train_state = init_train_state(params, progs.optimizer)

@@ -23,7 +23,6 @@ import dataclasses
 import functools
 import glob
 import json
-import logging
 import math
 import time
 from collections.abc import Callable
@@ -40,9 +39,7 @@ from rtc_sweep.core import kinetix_env as ke
 from rtc_sweep.core import network
 from rtc_sweep.core.checkpoint import load_policy, save_policy
 from rtc_sweep.core.policy import MODEL_PRESETS, Params, flow_loss
-from rtc_sweep.train.io import completed_steps, load_pickle, save_pickle, write_json
-
-log = logging.getLogger(__name__)
+from rtc_sweep.train.io import completed_steps, load_pickle, record_settings, save_pickle, write_json
 
 
 @dataclasses.dataclass(frozen=True)
@@ -189,14 +186,7 @@ def run_settings(cfg: FlowBCConfig, steps_per_epoch: int) -> dict[str, Any]:
         "steps_per_epoch": steps_per_epoch,
         "seed": cfg.seed,
         "load_dir": cfg.load_dir,
-        "resumed_with_changes": [],
     }
-
-
-def changed_settings(previous: dict[str, Any], settings: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
-    """The settings that differ from those ``previous`` (an earlier start's config.json) recorded; a key it lacks
-    (a run from before the record existed) counts as unchanged."""
-    return {k: (previous[k], v) for k, v in settings.items() if k != "resumed_with_changes" and previous.get(k, v) != v}
 
 
 def policy_file(level: str) -> str:
@@ -243,23 +233,9 @@ def train_flow(cfg: FlowBCConfig, progress: bool = True) -> list[dict[str, float
     done_epochs = completed_steps(run_dir)
     name = policy_file(cfg.level)
     resume = run_dir / "train_state.pkl"
-    settings = run_settings(cfg, steps)
-    record = run_dir / "config.json"
     if done_epochs and resume.is_file():
         state = load_pickle(resume, train_state_like(obs_dim, action_dim, cfg.model, optimizer))
         start_epoch = done_epochs[-1] + 1
-        previous = json.loads(record.read_text()) if record.is_file() else {}
-        settings["resumed_with_changes"] = previous.get("resumed_with_changes", [])
-        changed = changed_settings(previous, settings)
-        if changed:
-            log.warning(
-                "flow BC resumes %s at epoch %d with changed settings (the epochs already done ran under the old "
-                "ones; config.json records both): %s",
-                run_dir,
-                start_epoch,
-                "; ".join(f"{k}: {old!r} -> {new!r}" for k, (old, new) in changed.items()),
-            )
-            settings["resumed_with_changes"].append({"epoch": start_epoch, **{k: list(v) for k, v in changed.items()}})
     else:
         if cfg.load_dir is not None:
             params = load_policy(Path(cfg.load_dir) / "policies" / name, cfg.model, obs_dim, action_dim)
@@ -267,7 +243,9 @@ def train_flow(cfg: FlowBCConfig, progress: bool = True) -> list[dict[str, float
             params = network.init(cfg.model, jax.random.fold_in(key, 1), obs_dim, action_dim)
         state = init_train_state(params, optimizer)
         start_epoch = 0
-    write_json(record, settings)
+    record_settings(
+        run_dir, run_settings(cfg, steps), resuming=start_epoch > 0, at=("epoch", start_epoch), what="flow BC"
+    )
     device_stream = Stream(*(jnp.asarray(x) for x in stream))
     history = [json.loads((run_dir / str(e) / "stats.json").read_text()) for e in done_epochs if e < start_epoch]
     bar = tqdm(range(start_epoch, cfg.num_epochs), desc="flow BC", unit="epoch", disable=not progress)

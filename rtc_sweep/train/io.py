@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import pickle
 from pathlib import Path
@@ -13,6 +14,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from rtc_sweep.core import safe_pickle
+
+log = logging.getLogger(__name__)
+
+RESUMED_KEY = "resumed_with_changes"
 
 
 def completed_steps(run_dir: Path) -> list[int]:
@@ -26,6 +31,45 @@ def write_json(path: Path, obj: Any) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(json.dumps(obj, indent=2))
     os.replace(tmp, path)
+
+
+def record_settings(
+    run_dir: Path,
+    settings: dict[str, Any],
+    *,
+    resuming: bool,
+    at: tuple[str, int],
+    what: str,
+    quiet: frozenset[str] = frozenset(),
+) -> dict[str, tuple[Any, Any]]:
+    """Write ``<run_dir>/config.json``, this start's settings, and say what a resume changed.
+
+    On a resume, each setting that differs from the earlier start's record is named in one log line, ``key: old
+    -> new``, and appended to the record's ``resumed_with_changes`` list with the step it took effect at
+    (``at``, e.g. ``("epoch", 3)``), since the steps already done ran under the old values. The line is a warning
+    unless every changed key is in ``quiet`` (the ones a resume is expected to change, such as a longer search, or
+    a folder that was copied elsewhere); those are still recorded. A key the earlier record lacks (a run from
+    before the record existed) counts as unchanged. Returns the changes.
+    """
+    settings = json.loads(json.dumps(settings))  # compare as JSON reads it back (tuples become lists)
+    record = run_dir / "config.json"
+    previous = json.loads(record.read_text()) if resuming and record.is_file() else {}
+    history = list(previous.get(RESUMED_KEY, []))
+    changed = {k: (previous[k], v) for k, v in settings.items() if k in previous and previous[k] != v}
+    if changed:
+        loud = any(k not in quiet for k in changed)
+        log.log(
+            logging.WARNING if loud else logging.INFO,
+            "%s resumes %s at %s %d with changed settings (the steps already done ran under the old ones; "
+            "config.json records both): %s",
+            what,
+            run_dir,
+            *at,
+            "; ".join(f"{k}: {old!r} -> {new!r}" for k, (old, new) in changed.items()),
+        )
+        history.append({at[0]: at[1], **{k: [old, new] for k, (old, new) in changed.items()}})
+    write_json(record, {**settings, RESUMED_KEY: history})
+    return changed
 
 
 def save_npz(path: Path, data: dict[str, Any]) -> None:

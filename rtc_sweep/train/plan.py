@@ -41,7 +41,9 @@ are the demonstrations, in the self-imitation data format (``rtc_sweep.train.sel
 
 Layout of ``run_dir`` (resumable after any finished generation)::
 
-    config.json                      the settings of the latest start (a resume may have asked for more generations)
+    config.json                      the settings of the latest start; resumed_with_changes lists what each resume
+                                     changed and at which generation (a longer search and a copied folder are
+                                     expected; any other change is warned about)
     cem.json                         per-generation numbers (population and elite solve rates, distance, std)
     state.npz                        mean, std and the number of finished generations (and the gains')
     basis.npz                        feedback only: obs_bar, B and sd
@@ -67,8 +69,12 @@ from jax.sharding import PartitionSpec as P
 from tqdm import tqdm
 
 from rtc_sweep.core import kinetix_env as ke
-from rtc_sweep.train.io import save_npz, write_json
+from rtc_sweep.train.io import record_settings, save_npz, write_json
 from rtc_sweep.train.rollout import Transitions, host_mesh, solved_episode_mask, solved_episodes
+
+# Settings a resume is expected to change: more generations, a folder copied elsewhere (with its init_plan), and
+# how the finished plan is measured and recorded. They are recorded quietly; any other change is warned about.
+RESUME_MAY_CHANGE = frozenset({"generations", "run_dir", "init_plan", "eval_envs", "demo_envs"})
 
 GOAL_ROLE, TARGET_ROLE = 1, 2  # Kinetix shape roles: green (the thing to deliver) and blue (where it goes)
 
@@ -269,7 +275,14 @@ def run_plan(cfg: PlanConfig, progress: bool = True) -> dict[str, Any]:
         gain_mean = np.zeros((k, A), np.float32)
         gain_std = np.where(used, cfg.feedback_std, 0.0).astype(np.float32) * np.ones((k, 1), np.float32)
         start, history = 0, []
-    write_json(run_dir / "config.json", dataclasses.asdict(cfg))  # this start's settings (a resume may add generations)
+    record_settings(
+        run_dir,
+        dataclasses.asdict(cfg),
+        resuming=start > 0,
+        at=("generation", start),
+        what="plan search",
+        quiet=RESUME_MAY_CHANGE,
+    )
     if k and not basis_file.is_file():
         save_npz(basis_file, _basis(cfg, record_fn, mean, key, D))
     basis: tuple[jax.Array, ...]

@@ -35,7 +35,7 @@ from tqdm import tqdm
 
 from rtc_sweep.core import kinetix_env as ke
 from rtc_sweep.core.checkpoint import save_policy
-from rtc_sweep.train.io import load_pickle, save_pickle, write_json
+from rtc_sweep.train.io import load_pickle, record_settings, save_pickle, write_json
 from rtc_sweep.train.rollout import host_mesh
 
 NUM_FRAMES = 4
@@ -370,7 +370,8 @@ def train_ppo(cfg: PPOConfig, progress: bool = True) -> list[dict[str, float]]:
     else:
         runners = init(keys)
         start = 0
-        write_json(run_dir / "config.json", dataclasses.asdict(cfg))
+    record_settings(run_dir, dataclasses.asdict(cfg), resuming=state_file.is_file(), at=("update", start), what="PPO",
+                    quiet=frozenset({"num_updates", "run_dir"}))  # fmt: skip
     last: list[dict[str, float]] = []
     blocks = range(start, cfg.num_updates, cfg.log_interval)
     bar = tqdm(blocks, desc="PPO", unit="block", disable=not progress)

@@ -26,7 +26,8 @@ so it compiles once per doubling.
 
 Layout of ``run_dir`` (resumable after any finished iteration)::
 
-    config.json                         the settings
+    config.json                         the settings of the latest start (resumed_with_changes: what each resume
+                                        changed, and the iteration it took effect at)
     <i>/policies/worlds_l_<level>.pkl   the policy after iteration i (benchmark layout)
     <i>/stats.json                      collect / label / fit / eval numbers and wall seconds of iteration i
     <i>/data/worlds_l_<level>.npz       iteration i's labelled states (self-imitation's data format)
@@ -63,7 +64,7 @@ from rtc_sweep.train.flow_bc import (
     make_optimizer,
     train_state_like,
 )
-from rtc_sweep.train.io import completed_steps, load_pickle, save_npz, save_pickle, write_json
+from rtc_sweep.train.io import completed_steps, load_pickle, record_settings, save_npz, save_pickle, write_json
 from rtc_sweep.train.plan import action_dims
 from rtc_sweep.train.rollout import Rollout, episode_stats, make_rollout, measurement, rollout_seed, transitions
 from rtc_sweep.train.self_imitation import _eval_stats
@@ -220,7 +221,11 @@ def run_relabel(cfg: RelabelConfig, progress: bool = True) -> dict[str, Any]:
 
     done_iters = completed_steps(run_dir)
     state_file = run_dir / "state.pkl"
-    if done_iters and state_file.is_file():
+    resuming = bool(done_iters) and state_file.is_file()
+    at = done_iters[-1] + 1 if resuming else 0
+    record_settings(run_dir, dataclasses.asdict(cfg), resuming=resuming, at=("iteration", at), what="relabelling",
+                    quiet=frozenset({"num_iterations", "run_dir"}))  # fmt: skip
+    if resuming:
         like = train_state_like(obs_dim, action_dim, cfg.model, optimizer)
         saved = load_pickle(state_file, {"iteration": 0, "train": tuple(like)})
         train_state = TrainState(*saved["train"])
@@ -230,7 +235,6 @@ def run_relabel(cfg: RelabelConfig, progress: bool = True) -> dict[str, Any]:
             with np.load(run_dir / str(it) / "data" / data_name) as f:
                 parts.append({k: f[k] for k in ("obs", "action", "done")})
     else:
-        write_json(run_dir / "config.json", dataclasses.asdict(cfg))
         params = load_policy(Path(cfg.init_checkpoint).expanduser(), cfg.model, obs_dim, action_dim)
         eval0, eval_s = run_eval(params, jax.random.fold_in(key, 0))
         train_state = init_train_state(params, optimizer)

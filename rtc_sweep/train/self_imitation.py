@@ -22,7 +22,8 @@ initialisations. The run stops after ``num_iterations`` or when the solve rate h
 
 Layout of ``run_dir`` (every iteration is resumable; a killed run continues after its last full iteration):
 
-    config.json                         the settings (config.from_<k>.json: changed settings on resuming at k)
+    config.json                         the settings of the latest start (resumed_with_changes: what each resume
+                                        changed, and the iteration it took effect at)
     <k>/policies/worlds_l_<level>.pkl   the policy after iteration k (benchmark layout, checkpoint.save_policy)
     <k>/stats.json                      collect / fit / eval numbers of iteration k
     <k>/data/worlds_l_<level>.npz       the kept (solved) transitions collected in iteration k
@@ -64,7 +65,7 @@ from rtc_sweep.train.flow_bc import (
     make_optimizer,
     train_state_like,
 )
-from rtc_sweep.train.io import completed_steps, load_pickle, save_npz, save_pickle, write_json
+from rtc_sweep.train.io import completed_steps, load_pickle, record_settings, save_npz, save_pickle, write_json
 from rtc_sweep.train.rollout import (
     Exploration,
     Rollout,
@@ -204,17 +205,17 @@ def run_self_imitation(cfg: SelfImitationConfig, progress: bool = True) -> dict[
 
     done_iters = completed_steps(run_dir)
     state_file = run_dir / "state.pkl"
-    if done_iters and state_file.is_file():
+    resuming = bool(done_iters) and state_file.is_file()
+    at = done_iters[-1] + 1 if resuming else 0
+    record_settings(run_dir, dataclasses.asdict(cfg), resuming=resuming, at=("iteration", at), what="self-imitation",
+                    quiet=frozenset({"num_iterations", "run_dir"}))  # fmt: skip
+    if resuming:
         like = train_state_like(obs_dim, action_dim, cfg.model, optimizer)
         saved = load_pickle(state_file, {"iteration": 0, "train": tuple(like)})
         train_state = TrainState(*saved["train"])
         start = int(saved["iteration"]) + 1
         best = json.loads((run_dir / "best.json").read_text())
-        if json.loads((run_dir / "config.json").read_text()) != dataclasses.asdict(cfg):
-            # A resumed run may change its settings; keep each change next to the iteration it applies from.
-            write_json(run_dir / f"config.from_{start}.json", dataclasses.asdict(cfg))
     else:
-        write_json(run_dir / "config.json", dataclasses.asdict(cfg))
         t0 = time.time()
         candidates: list[dict[str, float]] = []
         if cfg.init_checkpoint is not None:
