@@ -460,3 +460,17 @@ def test_the_apps_top_level_defaults_are_the_runtime_defaults():
     shared = sorted(set(runtime) & set(schema) - {"checkpoint"})
     assert {"seed", "num_evals", "num_flow_steps", "max_timesteps", "micro_batch", "action_noise_std"} <= set(shared)
     assert {k: schema[k] for k in shared} == {k: runtime[k] for k in shared}
+
+
+def test_a_sweep_jobs_folder_is_one_path_component_however_its_values_look() -> None:
+    def subdir(*overrides: str) -> str:
+        return str(compose_config(list(overrides), hydra=True).hydra.sweep.subdir)
+
+    assert subdir(RANDOM, "seed=1") == "checkpoint=random,seed=1"
+    # A checkpoint path used to nest the job's folder inside folders named runs/, a/, ...
+    assert subdir("checkpoint=runs/a/policy.pkl", "seed=1") == "checkpoint=runs%2Fa%2Fpolicy.pkl,seed=1"
+    long_a = subdir(f"checkpoint={'x' * 300}/a.pkl", "seed=1")
+    long_b = subdir(f"checkpoint={'x' * 300}/b.pkl", "seed=1")
+    assert "/" not in long_a and len(long_a.encode()) <= config_module.JOB_DIR_MAX_BYTES
+    assert long_a != long_b and long_a[:-12] == long_b[:-12]  # cut alike, told apart by the hash
+    assert subdir(f"checkpoint={'x' * 300}/a.pkl", "seed=1") == long_a  # a rerun finds the same folder

@@ -140,6 +140,33 @@ class RtcSweepSchema:
     synchronous_naive_only: bool = False  # skip execute_policy=synchronous jobs of any method but naive (sweeps)
 
 
+JOB_DIR_MAX_BYTES = 200  # a file name's limit is 255 bytes on common file systems; the hash suffix fits under it
+
+
+def job_dir_name(override_dirname: str) -> str:
+    """A sweep job's folder name (``hydra.sweep.subdir``) from Hydra's ``override_dirname``: one path component.
+
+    A swept value holding ``/`` (``checkpoint=runs/a/policy.pkl``) would otherwise nest the job folder inside folders
+    named after the path, and a long one would exceed the file system's 255-byte name limit. ``/`` becomes ``%2F``;
+    a name over ``JOB_DIR_MAX_BYTES`` is cut and ends in ``~`` and 12 hex digits of the full name's SHA-1, so two jobs
+    never share a folder and a rerun with the same ``hydra.sweep.dir`` finds each job's folder again.
+    """
+    import hashlib
+
+    name = override_dirname.replace("%", "%25").replace("/", "%2F")
+    if len(name.encode()) <= JOB_DIR_MAX_BYTES:
+        return name
+    digest = hashlib.sha1(override_dirname.encode()).hexdigest()[:12]
+    head = name.encode()[: JOB_DIR_MAX_BYTES - 13].decode(errors="ignore")
+    return f"{head}~{digest}"
+
+
+# At import, not in register_configs: a submitit job process resolves hydra.sweep.subdir too, and it imports this
+# module (through the task function it unpickles) without calling register_configs.
+if not OmegaConf.has_resolver("rtc_sweep.job_dir"):
+    OmegaConf.register_new_resolver("rtc_sweep.job_dir", job_dir_name)
+
+
 def register_configs() -> None:
     """Put the schemas into Hydra's ConfigStore (idempotent): the root one, which rtc_sweep/conf/config.yaml builds
     on, and one per kind of option, which the YAML options extend. They are stored outside the groups, so that

@@ -137,6 +137,8 @@ class JobRunner:
     task_function: TaskFunction
 
     def __call__(self, overrides: list[str], job_num: int, job_id: str, singleton_state: dict[Any, Any]) -> JobReturn:
+        from rtc_sweep.sweep import config  # noqa: F401  (registers rtc_sweep.job_dir, which hydra.sweep.subdir uses)
+
         Singleton.set_state(singleton_state)
         setup_globals()
         sweep_config = self.hydra_context.config_loader.load_sweep_config(self.config, overrides)
@@ -292,6 +294,11 @@ def _slurm_classes() -> tuple[type, type]:
         def __init__(self, warmup: bool = False, **params: Any) -> None:
             super().__init__(**params)
             self.warmup = bool(warmup)
+
+        def __call__(self, *args: Any, **kwargs: Any) -> JobReturn:  # one job, in its SLURM process
+            from rtc_sweep.sweep import config  # noqa: F401  (registers rtc_sweep.job_dir: hydra.sweep.subdir uses it)
+
+            return super().__call__(*args, **kwargs)
 
         def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
             if self.warmup:
