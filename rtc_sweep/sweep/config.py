@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
 import json
 import re
 import typing
@@ -151,8 +152,6 @@ def job_dir_name(override_dirname: str) -> str:
     a name over ``JOB_DIR_MAX_BYTES`` is cut and ends in ``~`` and 12 hex digits of the full name's SHA-1, so two jobs
     never share a folder and a rerun with the same ``hydra.sweep.dir`` finds each job's folder again.
     """
-    import hashlib
-
     name = override_dirname.replace("%", "%25").replace("/", "%2F")
     if len(name.encode()) <= JOB_DIR_MAX_BYTES:
         return name

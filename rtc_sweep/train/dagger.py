@@ -110,7 +110,15 @@ from rtc_sweep.train.flow_bc import (
     make_optimizer,
     train_state_like,
 )
-from rtc_sweep.train.io import completed_steps, load_pickle, record_settings, save_npz, save_pickle, write_json
+from rtc_sweep.train.io import (
+    ITERATIONS_MAY_CHANGE,
+    completed_steps,
+    load_pickle,
+    record_settings,
+    save_npz,
+    save_pickle,
+    write_json,
+)
 from rtc_sweep.train.plan import GOAL_ROLE, TARGET_ROLE, _role_indices, action_dims
 from rtc_sweep.train.rollout import (
     Rollout,
@@ -537,7 +545,7 @@ def run_dagger(cfg: DaggerConfig, progress: bool = True) -> dict[str, Any]:
     resuming = bool(done_iters) and state_file.is_file()
     at = done_iters[-1] + 1 if resuming else 0
     record_settings(run_dir, dataclasses.asdict(cfg), resuming=resuming, at=("iteration", at), what="DAgger",
-                    quiet=frozenset({"num_iterations", "run_dir"}))  # fmt: skip
+                    quiet=ITERATIONS_MAY_CHANGE)  # fmt: skip
     if resuming:
         like = train_state_like(obs_dim, action_dim, cfg.model, progs.optimizer)
         saved = load_pickle(state_file, {"iteration": 0, "train": tuple(like)})

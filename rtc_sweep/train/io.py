@@ -18,6 +18,9 @@ from rtc_sweep.core import safe_pickle
 log = logging.getLogger(__name__)
 
 RESUMED_KEY = "resumed_with_changes"
+# What a resume of an iterative trainer (self-imitation, DAgger, relabelling) is expected to change: more iterations,
+# or the folder it was copied to. record_settings logs these at INFO; any other change is a warning.
+ITERATIONS_MAY_CHANGE = frozenset({"num_iterations", "run_dir"})
 
 
 def completed_steps(run_dir: Path) -> list[int]:
@@ -41,7 +44,7 @@ def record_settings(
     at: tuple[str, int],
     what: str,
     quiet: frozenset[str] = frozenset(),
-) -> dict[str, tuple[Any, Any]]:
+) -> None:
     """Write ``<run_dir>/config.json``, this start's settings, and say what a resume changed.
 
     On a resume, each setting that differs from the earlier start's record is named in one log line, ``key: old
@@ -49,7 +52,7 @@ def record_settings(
     (``at``, e.g. ``("epoch", 3)``), since the steps already done ran under the old values. The line is a warning
     unless every changed key is in ``quiet`` (the ones a resume is expected to change, such as a longer search, or
     a folder that was copied elsewhere); those are still recorded. A key the earlier record lacks (a run from
-    before the record existed) counts as unchanged. Returns the changes.
+    before the record existed) counts as unchanged.
     """
     settings = json.loads(json.dumps(settings))  # compare as JSON reads it back (tuples become lists)
     record = run_dir / "config.json"
@@ -69,7 +72,6 @@ def record_settings(
         )
         history.append({at[0]: at[1], **{k: [old, new] for k, (old, new) in changed.items()}})
     write_json(record, {**settings, RESUMED_KEY: history})
-    return changed
 
 
 def save_npz(path: Path, data: dict[str, Any]) -> None:
