@@ -22,6 +22,7 @@ from rtc_sweep.train.flow_bc import (
     chunk_at,
     learning_rate_schedule,
     make_optimizer,
+    split_episodes,
     train_flow,
 )
 from rtc_sweep.train.ppo import PPOConfig, train_ppo
@@ -179,6 +180,41 @@ def test_flow_fit_lowers_the_loss_and_tt_rtc_fine_tunes_from_it(tmp_path):
     (tt_stats,) = train_flow(tt, progress=False)
     assert np.isfinite(tt_stats["loss"])
     assert (tmp_path / "tt" / "0" / "policies" / POLICY).is_file()
+
+
+def test_held_out_episodes_are_whole_never_trained_on_and_their_loss_is_logged(tmp_path):
+    rng = np.random.default_rng(0)
+    n = 2048
+    obs = rng.normal(size=(n, 679)).astype(np.float32)
+    obs[:, 0] = np.arange(n)  # each step's own tag, to follow it through the split
+    done = np.zeros(n, bool)
+    done[63::64] = True  # 32 episodes of 64 steps
+    stream = Stream(obs, np.tanh(obs[:, 1:7]).astype(np.float32), done)
+    train, val = split_episodes(stream, 0.25, seed=0)
+    assert val is not None and val.obs.shape[0] == 8 * 64 and train.obs.shape[0] == 24 * 64
+    tags = val.obs[:, 0].astype(int)
+    assert not set(tags) & set(train.obs[:, 0].astype(int).tolist())
+    starts = tags[::64]
+    assert (starts % 64 == 0).all() and (tags.reshape(8, 64) == starts[:, None] + np.arange(64)).all()
+    assert val.done.reshape(8, 64)[:, -1].all() and val.done.sum() == 8
+    with pytest.raises(ValueError, match=r"task\.val_fraction"):
+        split_episodes(stream, 0.01, seed=0)  # rounds to no episode
+    data = tmp_path / "data.npz"
+    np.savez(data, obs=stream.obs.astype(np.float16), action=stream.action, done=done)
+    cfg = FlowBCConfig(
+        data_path=str(data),
+        run_dir=str(tmp_path / "bc"),
+        model=SMALL,
+        optim=OptimConfig(batch_size=64, warmup_steps=1, learning_rate=1e-3),
+        num_epochs=3,
+        max_steps_per_epoch=8,
+        val_fraction=0.25,
+    )
+    history = train_flow(cfg, progress=False)
+    val_losses = [h["val_loss"] for h in history]
+    assert all(np.isfinite(val_losses)) and val_losses[-1] < val_losses[0]
+    assert json.loads((tmp_path / "bc" / "config.json").read_text())["val_fraction"] == 0.25
+    assert json.loads((tmp_path / "bc" / "2" / "stats.json").read_text())["val_loss"] == val_losses[-1]
 
 
 def test_chunks_are_masked_from_the_first_done_on():

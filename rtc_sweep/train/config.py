@@ -241,6 +241,9 @@ def _check_flow(cfg: FlowBCConfig) -> None:
     _at_least(cfg, 1, "num_epochs")
     if cfg.max_steps_per_epoch is not None and cfg.max_steps_per_epoch < 1:
         raise ConfigError("task.max_steps_per_epoch", f"{cfg.max_steps_per_epoch}; allowed: null or >= 1")
+    if not 0.0 <= cfg.val_fraction < 1.0:
+        raise ConfigError("task.val_fraction", f"{cfg.val_fraction}; allowed: a share in [0, 1) (0: nothing held out)")
+    _at_least(cfg, 1, "val_windows")
 
 
 def _check_ppo(cfg: PPOConfig) -> None:

@@ -15,6 +15,11 @@ Every start writes ``<run_dir>/config.json``: the settings that decide the weigh
 schedule, seed). A run resumed with different settings says so in a warning naming each changed key, and the
 record lists the change under ``resumed_with_changes`` with the epoch it took effect, since the epochs already
 done ran under the old ones (a longer ``num_epochs`` stretches a cosine schedule mid-run, for example).
+
+``val_fraction`` > 0 holds out that share of the episodes (whole episodes, drawn with ``seed``, never trained on)
+and every epoch's ``stats.json`` gets ``val_loss``: the loss on the same held-out windows, flow times and noise
+each epoch, so consecutive epochs compare and a training loss that falls while ``val_loss`` rises says the
+network memorises its episodes rather than lacking steps.
 """
 
 from __future__ import annotations
@@ -173,11 +178,15 @@ class FlowBCConfig:
     seed: int = 0
     load_dir: str | None = None  # initialise from <load_dir>/policies/worlds_l_<level>.pkl (fresh optimiser)
     max_steps_per_epoch: int | None = None  # cap on gradient steps per epoch (quick runs and tests)
+    val_fraction: float = 0.0  # share of whole episodes held out; each epoch then logs their loss (val_loss)
+    val_windows: int = 4096  # held-out windows the validation loss averages over (evenly spaced; fewer if short)
 
 
 def run_settings(cfg: FlowBCConfig, steps_per_epoch: int) -> dict[str, Any]:
     """What decides a run's weights, flat (``optim.<key>``), as ``<run_dir>/config.json`` records it."""
+    held_out = {"val_fraction": cfg.val_fraction} if cfg.val_fraction > 0 else {}  # absent: nothing held out
     return {
+        **held_out,
         "data_path": cfg.data_path,
         "level": cfg.level,
         "model": repr(cfg.model),
@@ -212,11 +221,62 @@ def load_stream(pattern: str | Path) -> Stream:
     return Stream(*(np.concatenate(xs) for xs in zip(*parts, strict=True)))
 
 
+def split_episodes(stream: Stream, fraction: float, seed: int) -> tuple[Stream, Stream | None]:
+    """(train, held out): ``fraction`` of the stream's whole episodes, drawn with ``seed``, moved to the second.
+
+    An episode ends at its ``done``; steps after the stream's last ``done`` (an unfinished episode) stay in
+    training. ``fraction`` 0 holds nothing out (``None``). Raises ``ValueError`` naming ``task.val_fraction`` when
+    the share leaves either side without an episode.
+    """
+    if fraction <= 0.0:
+        return stream, None
+    done = np.asarray(stream.done, bool)
+    episode = np.concatenate([[0], np.cumsum(done)[:-1]])  # the episode index of every step
+    n_done = int(done.sum())
+    n_val = round(fraction * n_done)
+    if not 1 <= n_val < n_done:
+        raise ValueError(
+            f"task.val_fraction: {fraction} of {n_done} finished episodes holds out {n_val}; allowed: a share that "
+            "leaves at least one episode on each side"
+        )
+    held = np.zeros(n_done + 1, bool)
+    held[np.random.default_rng(seed).choice(n_done, n_val, replace=False)] = True
+    val_rows = held[episode]
+    train, val = (Stream(*(np.asarray(x)[rows] for x in stream)) for rows in (~val_rows, val_rows))
+    return train, val
+
+
+def make_val_loss(model: network.ModelSpec, stream: Stream, windows: int, batch_size: int) -> Callable[..., float]:
+    """``val_loss(params) -> float``: the flow loss on up to ``windows`` evenly spaced held-out windows, in batches
+    of ``batch_size``, with one fixed key (the same flow times and noise on every call)."""
+    H = model.action_chunk_size
+    count = stream.action.shape[0] - H + 1
+    if count < 1:
+        raise ValueError(f"task.val_fraction: the held-out episodes hold {stream.action.shape[0]} steps, fewer than "
+                         f"one {H}-action window")  # fmt: skip
+    size = min(batch_size, count, windows)
+    batches = max(1, min(windows, count) // size)
+    starts = np.linspace(0, count - 1, batches * size).round().astype(np.int32).reshape(batches, size)
+    device = Stream(*(jnp.asarray(x) for x in stream))
+    keys = jax.random.split(jax.random.key(7), batches)
+
+    @jax.jit
+    def mean_loss(params: Params) -> jax.Array:
+        def one(args: tuple[jax.Array, jax.Array]) -> jax.Array:
+            start, k = args
+            obs, actions = chunk_at(device, start, H)
+            return flow_loss(params, model, k, obs, actions)
+
+        return jax.lax.map(one, (jnp.asarray(starts), keys)).mean()
+
+    return lambda params: float(mean_loss(params))
+
+
 def train_flow(cfg: FlowBCConfig, progress: bool = True) -> list[dict[str, float]]:
     """Train (or resume) epoch by epoch; returns the per-epoch stats (mean loss, grad norm, wall time)."""
     run_dir = Path(cfg.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    stream = load_stream(cfg.data_path)
+    stream, held_out = split_episodes(load_stream(cfg.data_path), cfg.val_fraction, cfg.seed)
     n, obs_dim = stream.obs.shape
     action_dim = stream.action.shape[1]
     H = cfg.model.action_chunk_size
@@ -247,6 +307,7 @@ def train_flow(cfg: FlowBCConfig, progress: bool = True) -> list[dict[str, float
         run_dir, run_settings(cfg, steps), resuming=start_epoch > 0, at=("epoch", start_epoch), what="flow BC"
     )
     device_stream = Stream(*(jnp.asarray(x) for x in stream))
+    val_loss = None if held_out is None else make_val_loss(cfg.model, held_out, cfg.val_windows, cfg.optim.batch_size)
     history = [json.loads((run_dir / str(e) / "stats.json").read_text()) for e in done_epochs if e < start_epoch]
     bar = tqdm(range(start_epoch, cfg.num_epochs), desc="flow BC", unit="epoch", disable=not progress)
     for epoch in bar:
@@ -263,6 +324,8 @@ def train_flow(cfg: FlowBCConfig, progress: bool = True) -> list[dict[str, float
             "learning_rate": float(schedule(state.step)),
             "wall_s": time.time() - t0,
         }
+        if val_loss is not None:
+            stats["val_loss"] = val_loss(state.params)
         if not math.isfinite(stats["loss"]):
             raise FloatingPointError(f"flow BC: non-finite loss at epoch {epoch}")
         save_policy(run_dir / str(epoch) / "policies" / name, state.params)
