@@ -152,22 +152,24 @@ def test_flow_bc_with_a_decaying_rate_logs_it_per_epoch(dataset, tmp_path):
     assert rates[0] > rates[1] == pytest.approx(0.25 * cfg.optim.learning_rate)
 
 
-def test_flow_fit_lowers_the_loss_and_tt_rtc_fine_tunes_from_it(tmp_path):
-    rng = np.random.default_rng(0)
-    n = 2048
-    obs = rng.normal(size=(n, 679)).astype(np.float32)
-    action = np.tanh(obs[:, :6]).astype(np.float32)
+def episodes_stream(n: int = 2048) -> Stream:
+    """A learnable synthetic stream: actions a function of the observation, episodes of 64 steps."""
+    obs = np.random.default_rng(0).normal(size=(n, 679)).astype(np.float32)
     done = np.zeros(n, bool)
     done[63::64] = True
+    return Stream(obs, np.tanh(obs[:, :6]).astype(np.float32), done)
+
+
+def bc_config(tmp_path: Path, stream: Stream, **changes) -> FlowBCConfig:
+    """Flow BC on ``stream`` (written as a dataset), small network, batch 64, a high rate; ``changes`` on top."""
     data = tmp_path / "data.npz"
-    np.savez(data, obs=obs.astype(np.float16), action=action, done=done)
-    cfg = FlowBCConfig(
-        data_path=str(data),
-        run_dir=str(tmp_path / "bc"),
-        model=SMALL,
-        optim=OptimConfig(batch_size=64, warmup_steps=1, learning_rate=1e-3),
-        num_epochs=1,
-    )
+    np.savez(data, obs=np.asarray(stream.obs).astype(np.float16), action=stream.action, done=stream.done)
+    optim = OptimConfig(batch_size=64, warmup_steps=1, learning_rate=1e-3)
+    return FlowBCConfig(data_path=str(data), run_dir=str(tmp_path / "bc"), model=SMALL, optim=optim, **changes)
+
+
+def test_flow_fit_lowers_the_loss_and_tt_rtc_fine_tunes_from_it(tmp_path):
+    cfg = bc_config(tmp_path, episodes_stream(), num_epochs=1)
     (stats,) = train_flow(cfg, progress=False)
     assert stats["loss_last"] < 0.8 * stats["loss_first"]
     tt = dataclasses.replace(
@@ -183,14 +185,9 @@ def test_flow_fit_lowers_the_loss_and_tt_rtc_fine_tunes_from_it(tmp_path):
 
 
 def test_held_out_episodes_are_whole_never_trained_on_and_their_loss_is_logged(tmp_path):
-    rng = np.random.default_rng(0)
-    n = 2048
-    obs = rng.normal(size=(n, 679)).astype(np.float32)
-    obs[:, 0] = np.arange(n)  # each step's own tag, to follow it through the split
-    done = np.zeros(n, bool)
-    done[63::64] = True  # 32 episodes of 64 steps
-    stream = Stream(obs, np.tanh(obs[:, 1:7]).astype(np.float32), done)
-    train, val = split_episodes(stream, 0.25, seed=0)
+    stream = episodes_stream()  # 32 episodes of 64 steps
+    tagged = stream._replace(obs=np.arange(2048, dtype=np.float32)[:, None])  # each step's own tag
+    train, val = split_episodes(tagged, 0.25, seed=0)
     assert val is not None and val.obs.shape[0] == 8 * 64 and train.obs.shape[0] == 24 * 64
     tags = val.obs[:, 0].astype(int)
     assert not set(tags) & set(train.obs[:, 0].astype(int).tolist())
@@ -199,17 +196,7 @@ def test_held_out_episodes_are_whole_never_trained_on_and_their_loss_is_logged(t
     assert val.done.reshape(8, 64)[:, -1].all() and val.done.sum() == 8
     with pytest.raises(ValueError, match=r"task\.val_fraction"):
         split_episodes(stream, 0.01, seed=0)  # rounds to no episode
-    data = tmp_path / "data.npz"
-    np.savez(data, obs=stream.obs.astype(np.float16), action=stream.action, done=done)
-    cfg = FlowBCConfig(
-        data_path=str(data),
-        run_dir=str(tmp_path / "bc"),
-        model=SMALL,
-        optim=OptimConfig(batch_size=64, warmup_steps=1, learning_rate=1e-3),
-        num_epochs=3,
-        max_steps_per_epoch=8,
-        val_fraction=0.25,
-    )
+    cfg = bc_config(tmp_path, stream, num_epochs=3, max_steps_per_epoch=8, val_fraction=0.25)
     history = train_flow(cfg, progress=False)
     val_losses = [h["val_loss"] for h in history]
     assert all(np.isfinite(val_losses)) and val_losses[-1] < val_losses[0]
