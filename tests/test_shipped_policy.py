@@ -12,9 +12,8 @@ from rtc_sweep.sweep.evaluate import evaluate, shipped_checkpoints
 
 
 def test_the_shipped_policies_are_in_the_package():
-    assert {"grasp_easy/small", "cartpole_thrust/small", "catapult/default", "h17_unicycle/default"} <= set(
-        shipped_checkpoints()
-    )
+    shipped = {"grasp_easy/small", "cartpole_thrust/small", "catapult/default", "h17_unicycle/default"}
+    assert shipped | {"mjc_half_cheetah/default"} <= set(shipped_checkpoints())
 
 
 @pytest.mark.slow
@@ -25,6 +24,7 @@ def test_the_shipped_policies_are_in_the_package():
         ("cartpole_thrust", "small", 0.85),  # MODEL_CARD.md: 0.948 of 2048 (seed 0)
         ("catapult", "default", 0.7),  # MODEL_CARD.md: 0.809 of 2048 (seed 0)
         ("h17_unicycle", "default", 0.8),  # MODEL_CARD.md: 0.921 of 2048 (seed 0)
+        ("mjc_half_cheetah", "default", 0.7),  # MODEL_CARD.md: 0.810 of 2048 (seed 0)
     ],
 )
 def test_shipped_policy_solves_with_naive_chunking_at_zero_delay(level, model, at_least):
