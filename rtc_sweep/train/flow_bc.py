@@ -252,10 +252,12 @@ def make_val_loss(model: network.ModelSpec, stream: Stream, windows: int, batch_
     H = model.action_chunk_size
     count = stream.action.shape[0] - H + 1
     if count < 1:
-        raise ValueError(f"task.val_fraction: the held-out episodes hold {stream.action.shape[0]} steps, fewer than "
-                         f"one {H}-action window")  # fmt: skip
+        raise ValueError(
+            f"task.val_fraction: the held-out episodes hold {stream.action.shape[0]} steps, fewer than one "
+            f"{H}-action window"
+        )
     size = min(batch_size, count, windows)
-    batches = max(1, min(windows, count) // size)
+    batches = min(windows, count) // size  # >= 1: size is at most min(windows, count)
     starts = np.linspace(0, count - 1, batches * size).round().astype(np.int32).reshape(batches, size)
     device = Stream(*(jnp.asarray(x) for x in stream))
     keys = jax.random.split(jax.random.key(7), batches)
