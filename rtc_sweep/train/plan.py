@@ -87,7 +87,9 @@ class PlanConfig:
     segments: int = 16  # piecewise-constant actions in a plan
     segment_ticks: int = 8  # ticks per segment (the plan lasts segments x segment_ticks ticks)
     population: int = 256  # candidate plans per generation
-    noise_seeds: int = 2  # env-noise draws each candidate is scored over
+    noise_seeds: int = 2  # env-noise draws each candidate is scored over; once every elite solves all of them,
+    #                       the ranking goes by the length term: raise it (and set length_weight=0) to rank by
+    #                       robustness (controllers/README.md, hard_lunar_lander)
     elite: int = 32  # best candidates that the next generation's mean and std come from
     generations: int = 25
     init_std: float = 0.6  # the sampling std of generation 0 (actions lie in [-1, 1])
