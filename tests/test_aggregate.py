@@ -109,6 +109,12 @@ def test_expected_jobs_count_the_ones_never_started(tmp_path: Path) -> None:
     assert report.expected == 6 and report.not_started == 5
     assert "6 jobs: 1 complete, 0 incomplete, 5 not started" in (tmp_path / "summary.md").read_text()
 
+    # Launched again into the same folder with a smaller sweep: the jobs on disk, not the last launch, are the total.
+    for seed in range(1, 8):
+        make_job(tmp_path, ["method=naive", f"seed={seed}"], returned_episode_solved=0.5)
+    report = aggregate(tmp_path, make_figures=False)
+    assert report.headline() == "8 jobs: 8 complete, 0 incomplete (the last launch defined 6)"
+
 
 def test_batch_scope_is_flagged(tmp_path: Path) -> None:
     for seed in range(2):
@@ -311,3 +317,24 @@ def test_the_interval_over_levels_is_clipped() -> None:
     mean, se, low, high = mean_over_strata([1.0, 0.9], [0.0, 0.9 * 0.1 / 10], (0.0, 1.0))
     assert (mean, se) == (pytest.approx(0.95), pytest.approx(math.sqrt(0.009) / 2))
     assert low == pytest.approx(0.95 - Z * se) and high == 1.0
+
+
+def test_adaptive_jobs_show_the_horizon_they_executed(tmp_path: Path) -> None:
+    # execute_horizon identifies an adaptive job by its floor s_min (1 here): the summary also shows the s it ran.
+    for method, solved in (("naive", 0.4), ("realtime", 0.6)):
+        make_job(
+            tmp_path, ["delay_profile=fixed", "delay_profile.fixed_delay=3", "execute_policy=adaptive",
+                       "execute_policy.s_min=1", f"method={method}"],
+            returned_episode_solved=solved, mean_execute_horizon=3.0,
+        )  # fmt: skip
+    aggregate(tmp_path, make_figures=False)
+    md = (tmp_path / "summary.md").read_text()
+    results = md.split("## Results", 1)[1]
+    header = next(line for line in results.splitlines() if line.startswith("| profile"))
+    assert "| mean_execute_horizon |" in header
+    row = next(line for line in results.splitlines() if line.startswith("| fixed | realtime"))
+    assert "| 3.000 ± –" in row and "its floor s_min" in results
+    other = tmp_path.parent / f"{tmp_path.name}_fixed_only"  # fixed jobs alone: no such column
+    make_job(other, ["seed=0"], returned_episode_solved=0.5)
+    aggregate(other, make_figures=False)
+    assert "mean_execute_horizon" not in (other / "summary.md").read_text().split("## Results", 1)[1]

@@ -85,6 +85,7 @@ HEADLINE_METRICS = (
     "starved_ticks",
     "max_ddelta_action",
 )
+ADAPTIVE_HORIZON = "mean_execute_horizon"  # shown with the headline metrics when a group executes adaptively
 PAIRED_METRICS = (SOLVED, "returned_episode_returns", "max_delta_action", "max_ddelta_action")
 BASELINE_METHOD = "naive"
 POOLED = f"{SOLVED}_pooled"
@@ -125,6 +126,9 @@ class Report:
             parts.append(f"{self.count('skipped')} skipped")
         if self.not_started:
             parts.append(f"{self.not_started} not started")
+        if self.expected is not None and len(self.jobs) > self.expected:
+            # A folder launched into more than once: multirun.yaml holds the last launch only.
+            return f"{len(self.jobs)} jobs: " + ", ".join(parts) + f" (the last launch defined {self.expected})"
         total = self.expected if self.expected is not None else len(self.jobs)
         return f"{total} jobs: " + ", ".join(parts)
 
@@ -789,11 +793,20 @@ def document(
         ))  # fmt: skip
 
     metrics = [m for m in HEADLINE_METRICS if f"{m}_mean" in summary.columns]
+    adaptive = "execute_policy" in summary.columns and bool((summary["execute_policy"] == "adaptive").any())
+    if adaptive and f"{ADAPTIVE_HORIZON}_mean" in summary.columns:
+        metrics.insert(1, ADAPTIVE_HORIZON)  # what an adaptive job executed: its execute_horizon column is s_min
     blocks += [
         doc.Heading("Results"),
         doc.Paragraph(
             "Solve rate of the episodes pooled over seeds [95 % Wilson interval], then every metric as mean ± std "
             "over seeds [95 % bootstrap CI of the mean; a single seed has none]; every metric is in summary.csv."
+            + (
+                f" For `execute_policy=adaptive` the execute_horizon column is its floor s_min; {ADAPTIVE_HORIZON} "
+                "is the s it executed, averaged over its inference cycles."
+                if adaptive
+                else ""
+            )
         ),
     ]
     if not summary.empty:
