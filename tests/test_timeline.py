@@ -141,6 +141,19 @@ def test_micro_batch_and_device_count_do_not_change_results():
         np.testing.assert_allclose(x, np.asarray(y), atol=1e-5)
 
 
+def test_adaptive_oracle_at_a_fixed_delay_runs_exactly_the_fixed_horizon_s_equal_d():
+    # The paper-curve preset (adaptive, oracle, s_min = 1) at fixed d must execute what execute_policy=fixed
+    # execute_horizon=d does, draw for draw: the same s at every inference, the same chunks and actions.
+    d = DelayProfile(name="fixed", mode="fixed", fixed_delay=3)
+    oracle = ExecutePolicy(mode="adaptive", s_min=1, estimator="oracle")
+    for method in ("naive", "realtime"):
+        fixed = rollout(config(method=MethodConfig(name=method), delay=d, execute=ExecutePolicy(execute_horizon=3)))
+        adaptive = rollout(config(method=MethodConfig(name=method), delay=d, execute=oracle))
+        assert int(np.asarray(fixed.sum_execute_horizon).sum()) == 3 * int(np.asarray(fixed.n_cycles).sum())
+        for name, x, y in zip(fixed._fields, fixed, adaptive, strict=True):
+            np.testing.assert_array_equal(np.asarray(x), np.asarray(y), err_msg=f"{method}: {name}")
+
+
 def test_one_compile_serves_a_delay_and_horizon_sweep():
     cfg = config()
     prep = prepare(cfg)
