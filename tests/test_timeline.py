@@ -143,7 +143,7 @@ def test_micro_batch_and_device_count_do_not_change_results():
 
 def test_adaptive_oracle_at_a_fixed_delay_runs_exactly_the_fixed_horizon_s_equal_d():
     # The paper-curve preset (adaptive, oracle, s_min = 1) at fixed d must execute what execute_policy=fixed
-    # execute_horizon=d does, draw for draw: the same s at every inference, the same chunks and actions.
+    # execute_horizon=d does, draw for draw: the same s at every inference, the same per-environment outputs.
     d = DelayProfile(name="fixed", mode="fixed", fixed_delay=3)
     oracle = ExecutePolicy(mode="adaptive", s_min=1, estimator="oracle")
     for method in ("naive", "realtime"):

@@ -126,11 +126,10 @@ class Report:
             parts.append(f"{self.count('skipped')} skipped")
         if self.not_started:
             parts.append(f"{self.not_started} not started")
-        if self.expected is not None and len(self.jobs) > self.expected:
-            # A folder launched into more than once: multirun.yaml holds the last launch only.
-            return f"{len(self.jobs)} jobs: " + ", ".join(parts) + f" (the last launch defined {self.expected})"
         total = self.expected if self.expected is not None else len(self.jobs)
-        return f"{total} jobs: " + ", ".join(parts)
+        # A folder launched into more than once: multirun.yaml holds the last launch only.
+        last_launch = f" (the last launch defined {total})" if len(self.jobs) > total else ""
+        return f"{max(total, len(self.jobs))} jobs: " + ", ".join(parts) + last_launch
 
 
 # ---------------------------------------------------------------------------------------------------------------
