@@ -22,6 +22,7 @@ from rtc_sweep.train.flow_bc import (
     chunk_at,
     learning_rate_schedule,
     make_optimizer,
+    padded_stream,
     split_episodes,
     train_flow,
 )
@@ -211,6 +212,22 @@ def test_chunks_are_masked_from_the_first_done_on():
     _, chunks = chunk_at(stream, jnp.array([0, 4]), 4)
     np.testing.assert_array_equal(chunks[0, :, 0], [1, 2, 3, 0])  # the benchmark zeroes the done step too
     np.testing.assert_array_equal(chunks[1, :, 0], [5, 6, 7, 8])
+
+
+def test_a_growing_stream_is_padded_to_a_power_of_two_with_done_so_no_window_reaches_past_its_data():
+    rng = np.random.default_rng(0)
+    parts = [
+        (rng.normal(size=(m, 3)).astype(np.float16), rng.normal(size=(m, 2)).astype(np.float32), np.arange(m) % 5 == 4)
+        for m in (3000, 2000)
+    ]
+    stream, n = padded_stream(parts)
+    assert n == 5000 and stream.obs.shape == (8192, 3) and stream.action.shape == (8192, 2)
+    np.testing.assert_array_equal(np.asarray(stream.action[:n]), np.concatenate([p[1] for p in parts]))
+    np.testing.assert_array_equal(np.asarray(stream.obs[3000:n]), parts[1][0])
+    assert bool(stream.done[n:].all()) and not bool(stream.done[n - 2])
+    _, chunks = chunk_at(stream, jnp.array([n - 2]), 4)  # a window running off the data keeps only what is real
+    assert np.asarray(chunks[0, 2:]).tolist() == [[0.0, 0.0], [0.0, 0.0]] and bool(jnp.any(chunks[0, 0] != 0))
+    assert padded_stream(parts[:1])[0].obs.shape[0] == 4096  # never below 4096: small data shares one program
 
 
 @pytest.mark.parametrize("task", ["self_imitation", "ppo", "collect", "flow", "flow_tt", "plan", "mix"])

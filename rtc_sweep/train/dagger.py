@@ -103,11 +103,11 @@ from rtc_sweep.core.policy import MODEL_PRESETS, ModelConfig, Params
 from rtc_sweep.core.run_config import RunConfig
 from rtc_sweep.train.flow_bc import (
     OptimConfig,
-    Stream,
     TrainState,
     init_train_state,
     make_fit,
     make_optimizer,
+    padded_stream,
     train_state_like,
 )
 from rtc_sweep.train.io import (
@@ -119,7 +119,7 @@ from rtc_sweep.train.io import (
     save_pickle,
     write_json,
 )
-from rtc_sweep.train.plan import GOAL_ROLE, TARGET_ROLE, _role_indices, action_dims
+from rtc_sweep.train.plan import GOAL_ROLE, TARGET_ROLE, action_dims, role_indices
 from rtc_sweep.train.rollout import (
     Rollout,
     Transitions,
@@ -264,7 +264,7 @@ def _programs(cfg: DaggerConfig, snapshot_ticks: tuple[int, ...], segment_ticks:
     level = ke.load_level(cfg.level)
     env = ke.make_env(level.static_params, action_noise_std=cfg.env_action_noise_std)
     env_params = ke.env_params(level, max_timesteps=cfg.num_ticks)
-    goal, target = _role_indices(level, GOAL_ROLE), _role_indices(level, TARGET_ROLE)
+    goal, target = role_indices(level, GOAL_ROLE), role_indices(level, TARGET_ROLE)
     R, L = cfg.replan_ticks, segment_ticks
     mesh = host_mesh()
     env_first = P("env")
@@ -428,10 +428,6 @@ def _load_npz(path: Path) -> dict[str, np.ndarray]:
         return {}
     with np.load(path) as f:
         return {k: f[k] for k in f.files}
-
-
-def _bucket(n: int) -> int:
-    return max(4096, 1 << (n - 1).bit_length())
 
 
 def replan(cfg: DaggerConfig, progs: Programs, states: Any, ticks: np.ndarray, plan: np.ndarray, used: np.ndarray,
@@ -625,16 +621,8 @@ def run_dagger(cfg: DaggerConfig, progress: bool = True) -> dict[str, Any]:
 
         # 4. fine-tune on the aggregate
         t0 = time.time()
-        n = int(sum(p.done.shape[0] for p in parts))
-        cap = _bucket(n)
-        obs = np.zeros((cap, obs_dim), np.float16)
-        act = np.zeros((cap, action_dim), np.float32)
-        done = np.ones(cap, bool)
-        obs[:n] = np.concatenate([p.obs for p in parts])
-        act[:n] = np.concatenate([p.action for p in parts])
-        done[:n] = np.concatenate([p.done for p in parts])
-        stream = Stream(jnp.asarray(obs), jnp.asarray(act), jnp.asarray(done))
-        del obs, act, done
+        stream, n = padded_stream([(p.obs, p.action, p.done) for p in parts])
+        cap = int(stream.done.shape[0])
         steps = max(1, round(cfg.epochs_per_iteration * (n - H + 1) / cfg.optim.batch_size))
         blocks = -(-steps // cfg.fit_block)
         losses, norms = [], []

@@ -92,6 +92,27 @@ class Stream(NamedTuple):
     done: jax.Array | np.ndarray  # [N] bool
 
 
+def stream_capacity(n: int) -> int:
+    """The padded length a growing stream of ``n`` transitions is stored at: the next power of two, at least 4096,
+    so that ``make_fit``'s program (traced ``n``) recompiles only when the data doubles."""
+    return max(4096, 1 << (n - 1).bit_length())
+
+
+def padded_stream(parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> tuple[Stream, int]:
+    """The ``(obs, action, done)`` parts joined into one device stream padded to ``stream_capacity``, and the number
+    of real transitions ``n`` (the padding is ``done``, so no window reaches into it unmasked)."""
+    n = int(sum(done.shape[0] for _, _, done in parts))
+    cap = stream_capacity(n)
+    obs_dim, action_dim = parts[0][0].shape[1], parts[0][1].shape[1]
+    obs = np.zeros((cap, obs_dim), np.float16)
+    act = np.zeros((cap, action_dim), np.float32)
+    done = np.ones(cap, bool)
+    obs[:n] = np.concatenate([p[0] for p in parts])
+    act[:n] = np.concatenate([p[1] for p in parts])
+    done[:n] = np.concatenate([p[2] for p in parts])
+    return Stream(jnp.asarray(obs), jnp.asarray(act), jnp.asarray(done)), n
+
+
 def chunk_at(stream: Stream, start: jax.Array, H: int) -> tuple[jax.Array, jax.Array]:
     """obs [B, O] float32 and masked action chunks [B, H, A] for window starts ``start`` [B].
 

@@ -121,7 +121,7 @@ def action_dims(level: ke.Level, action_dim: int) -> np.ndarray:
     return used
 
 
-def _role_indices(level: ke.Level, role: int) -> np.ndarray:
+def role_indices(level: ke.Level, role: int) -> np.ndarray:
     """Indices into [polygons, circles] of the active shapes with this role."""
     st = level.state
     roles = np.concatenate([np.asarray(st.polygon_shape_roles), np.asarray(st.circle_shape_roles)])
@@ -134,7 +134,7 @@ def _programs(cfg: PlanConfig) -> tuple[Any, ...]:
     level = ke.load_level(cfg.level)
     env = ke.make_env(level.static_params, action_noise_std=cfg.env_action_noise_std)
     env_params = ke.env_params(level)
-    goal, target = _role_indices(level, GOAL_ROLE), _role_indices(level, TARGET_ROLE)
+    goal, target = role_indices(level, GOAL_ROLE), role_indices(level, TARGET_ROLE)
     T, L = cfg.segments * cfg.segment_ticks, cfg.segment_ticks
     mesh = host_mesh()
 

@@ -54,14 +54,13 @@ from rtc_sweep.core.checkpoint import load_policy, save_policy
 from rtc_sweep.core.policy import MODEL_PRESETS, ModelConfig, Params
 from rtc_sweep.core.run_config import RunConfig
 from rtc_sweep.errors import ConfigError
-from rtc_sweep.train.dagger import _bucket
 from rtc_sweep.train.flow_bc import (
     OptimConfig,
-    Stream,
     TrainState,
     init_train_state,
     make_fit,
     make_optimizer,
+    padded_stream,
     train_state_like,
 )
 from rtc_sweep.train.io import (
@@ -271,16 +270,7 @@ def run_relabel(cfg: RelabelConfig, progress: bool = True) -> dict[str, Any]:
         parts.append({k: data[k] for k in ("obs", "action", "done")})
 
         t1 = time.time()
-        n = int(sum(p["done"].shape[0] for p in parts))
-        cap = _bucket(n)
-        obs = np.zeros((cap, obs_dim), np.float16)
-        act = np.zeros((cap, action_dim), np.float32)
-        done = np.ones(cap, bool)
-        obs[:n] = np.concatenate([p["obs"] for p in parts])
-        act[:n] = np.concatenate([p["action"] for p in parts])
-        done[:n] = np.concatenate([p["done"] for p in parts])
-        stream = Stream(jnp.asarray(obs), jnp.asarray(act), jnp.asarray(done))
-        del obs, act, done
+        stream, n = padded_stream([(p["obs"], p["action"], p["done"]) for p in parts])
         steps = max(1, round(cfg.epochs_per_iteration * (n - H + 1) / cfg.optim.batch_size))
         losses = []
         for b in range(-(-steps // cfg.fit_block)):
