@@ -41,26 +41,28 @@ def main() -> None:
     from rtc_sweep.core.checkpoint import load_policy
     from rtc_sweep.core.policy import MODEL_PRESETS
     from rtc_sweep.core.timeline import Exploration
+    from rtc_sweep.sweep.config import RtcSweepSchema
     from rtc_sweep.train.rollout import make_rollout, measurement
 
     if args.model not in MODEL_PRESETS:
         parser.error(f"--model: {args.model!r} is not one of {sorted(MODEL_PRESETS)}")
     model = MODEL_PRESETS[args.model]
-    rollout = make_rollout(measurement(args.level, model, args.envs, args.ticks, 5, 0.1))
+    # the evaluation app's flow steps and env noise, as `python -m rtc_sweep` runs by default
+    run = measurement(args.level, model, args.envs, args.ticks, RtcSweepSchema.num_flow_steps,
+                      RtcSweepSchema.action_noise_std)  # fmt: skip
+    rollout = make_rollout(run)
     params = load_policy(args.checkpoint, model)
-    rows = []
     for scale in args.scales:
         t0 = time.time()
         stats, _ = rollout(params, args.seed, Exploration(jnp.float32(scale), jnp.float32(0.0)))
         solved = np.asarray(stats.solved, np.float64)
-        rows.append({
+        print(json.dumps({
             "noise_scale": scale,
             "solved": float(solved.mean()),
             "solved_stderr": float(solved.std() / np.sqrt(len(solved))),
             "mean_length": float(np.asarray(stats.length).mean()),
             "wall_s": round(time.time() - t0, 1),
-        })  # fmt: skip
-        print(json.dumps(rows[-1]), flush=True)
+        }), flush=True)  # fmt: skip
 
 
 if __name__ == "__main__":
