@@ -11,7 +11,8 @@ labels are. The same numbers for demonstration episodes held out of the searched
         --demos runs/levels/hard_lunar_lander/fb8_g272_8k/data/worlds_l_hard_lunar_lander.npz \
         --queries runs/levels/hard_lunar_lander/dagger_lowlr/1/data/worlds_l_hard_lunar_lander.npz
 
-numpy only, no compile; about half a minute for 3,000 queries against 400 k recorded states on one core.
+numpy only, no compile: about 10 s of CPU for 3,000 queries per set against 388 k recorded states (loading the
+540 MB recording takes longer).
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ def compare(
     mean, sd = obs[:, varying].mean(0), spread[varying].astype(np.float32)
     z = (obs[:, varying] - mean) / sd
     ticks, labels = episode_ticks(demos["done"]), demos["action"]
-    episode = np.cumsum(np.r_[True, demos["done"][:-1]]) - 1
+    episode = np.cumsum(ticks == 0) - 1
     held = np.isin(episode, rng.choice(episode.max() + 1, min(holdout, episode.max()), replace=False))
     table, table_ticks, table_labels = z[~held], ticks[~held], labels[~held]
     q_obs = np.nan_to_num(queries["obs"].astype(np.float32), posinf=0.0, neginf=0.0)
