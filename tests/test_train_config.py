@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import subprocess
 import sys
 import tomllib
@@ -88,6 +89,11 @@ def test_each_apps_help_lists_its_own_groups_and_the_shared_ones(tmp_path: Path)
         assert train_groups[group] == eval_groups[group] == sorted(p.stem for p in (EVAL_CONF / group).glob("*.yaml"))
     assert train_groups["task"] == sorted(p.stem for p in (TRAIN_CONF / "task").glob("*.yaml"))
     assert "python -m rtc_sweep.train task=plan" in training.stdout  # its own examples, not the evaluation's
+    # The footer says what each task does: every task option has its line there.
+    footer = training.stdout.split("Tasks (rtc_sweep/train/<module>.py):", 1)[1].split("Examples:", 1)[0]
+    names = [re.split(r"\s{2,}", line.strip(), maxsplit=1)[0] for line in footer.splitlines() if line.strip()]
+    described = {name for line in names for name in line.split(", ")}  # "ppo, collect" share a line
+    assert described >= set(train_groups["task"]), set(train_groups["task"]) - described
 
 
 def test_the_shared_level_and_model_options_exist_once_and_ship_in_the_wheel() -> None:
