@@ -91,9 +91,12 @@ def tables(cells: pd.DataFrame, summary: pd.DataFrame) -> str:
         out += _table(f"mean over {len(means.levels)} levels", means.rates, LEVEL_MEAN)
         out.append("")
         out.append(f"(levels: {', '.join(means.levels)}; each weighs the same; normal 95 % interval)")
-        left = sorted({str(g["method"]) for g, _ in means.dropped})
+        left: dict[str, list[int]] = {}
+        for group, _ in means.dropped:
+            left.setdefault(str(group["method"]), []).append(int(group[FIXED_DELAY_KEY]))
         if left:
-            out.append(f"(not averaged, as some of these levels lack a cell: {', '.join(left)})")
+            named = "; ".join(f"{m} at d = {', '.join(map(str, sorted(ds)))}" for m, ds in left.items())
+            out.append(f"(not averaged, as some of these levels lack the cell: {named})")
         out.append("")
     for level in sorted(summary["level"].unique()):
         model = cells.loc[cells["level"] == level, "model"].iloc[0]

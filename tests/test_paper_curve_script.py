@@ -53,7 +53,7 @@ def test_the_mean_over_the_levels_and_the_figure(tmp_path):
     # Naive over the five shipped levels loses more than half its d = 0 rate by d = 4 (the model card's numbers).
     naive = row(out.stdout, "mean over 5 levels", "naive")
     assert naive[0].startswith("0.903 [") and naive[4].startswith("0.422 [")
-    assert "not averaged, as some of these levels lack a cell: bid" in out.stdout
+    assert "not averaged, as some of these levels lack the cell: bid at d = 0, 1, 2, 3, 4)" in out.stdout
     assert row(out.stdout, "cartpole_thrust / small", "bid")[0] == "0.540 [0.509, 0.570]"
 
 
@@ -62,6 +62,9 @@ def test_levels_restrict_the_mean_so_that_a_method_missing_elsewhere_is_averaged
     assert out.returncode == 0, out.stderr[-3000:]
     bid = row(out.stdout, "mean over 2 levels", "bid")
     assert bid[0] == "0.761 [0.745, 0.777]"  # the model card's session-7 table over the same two levels
+    out = run("--levels", "catapult", "grasp_easy", "--figure", str(tmp_path / "three.png"))
+    assert row(out.stdout, "mean over 2 levels", "bid")[:2] == ["–", "–"]  # catapult has no bid at d = 0, 1
+    assert "lack the cell: bid at d = 0, 1)" in out.stdout
 
 
 def test_bad_input_is_refused_naming_what_is_wrong(tmp_path):
