@@ -45,10 +45,10 @@ def read_cells(path: Path) -> pd.DataFrame:
         raise ValueError(f"{path}: missing column(s) {', '.join(missing)}; a row needs {', '.join(COLUMNS)}")
     bad = cells[(cells["solved_episodes"] < 0) | (cells["solved_episodes"] > cells["episodes"])]
     if not bad.empty:
-        raise ValueError(f"{path}: solved_episodes outside 0..episodes in rows {list(bad.index + 2)}")
+        raise ValueError(f"{path}: solved_episodes outside 0..episodes on lines {list(bad.index + 2)}")
     twice = cells[cells.duplicated(["level", "method", "d"], keep=False)]
     if not twice.empty:
-        raise ValueError(f"{path}: more than one row for level, method and d in rows {list(twice.index + 2)}")
+        raise ValueError(f"{path}: more than one row for level, method and d on lines {list(twice.index + 2)}")
     return cells
 
 

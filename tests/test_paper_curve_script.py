@@ -75,5 +75,5 @@ def test_bad_input_is_refused_naming_what_is_wrong(tmp_path):
     cells.loc[3, "solved_episodes"] = 2000
     cells.to_csv(bad, index=False)
     out = run("--cells", str(bad), "--figure", str(tmp_path / "x.png"))
-    assert out.returncode != 0 and "solved_episodes outside 0..episodes in rows [5]" in out.stderr
+    assert out.returncode != 0 and "solved_episodes outside 0..episodes on lines [5]" in out.stderr
     assert not (tmp_path / "x.png").exists()
