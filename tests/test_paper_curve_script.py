@@ -53,7 +53,12 @@ def test_the_mean_over_the_levels_and_the_figure(tmp_path):
     # Naive over the five shipped levels loses more than half its d = 0 rate by d = 4 (the model card's numbers).
     naive = row(out.stdout, "mean over 5 levels", "naive")
     assert naive[0].startswith("0.903 [") and naive[4].startswith("0.422 [")
-    assert "not averaged, as some of these levels lack the cell: bid at d = 0, 1, 2, 3, 4)" in out.stdout
+    cells = pd.read_csv(CELLS)
+    at_all = cells.groupby(["method", "d"])["level"].nunique() == cells["level"].nunique()
+    lacking = sorted(d for (m, d), every in at_all.items() if m == "bid" and not every)
+    assert lacking, "bid is now at every level and d: this check needs a method some level lacks"
+    assert f"lack the cell: bid at d = {', '.join(map(str, lacking))})" in out.stdout
+    assert at_all[("bid", 4)] and row(out.stdout, "mean over 5 levels", "bid")[4] != "–"  # averaged where complete
     assert row(out.stdout, "cartpole_thrust / small", "bid")[0] == "0.540 [0.509, 0.570]"
 
 
