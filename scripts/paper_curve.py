@@ -24,17 +24,18 @@ from pathlib import Path
 
 import pandas as pd
 
+from rtc_sweep.core.options import METHODS
 from rtc_sweep.io import atomic_path
-from rtc_sweep.report import stats
-from rtc_sweep.report.aggregate import LEVEL_MEAN, POOLED, level_means
+from rtc_sweep.report import page as doc
+from rtc_sweep.report.aggregate import LEVEL_MEAN, POOLED, level_means, summarize
 from rtc_sweep.report.figures import FIXED_DELAY_KEY, HORIZON_KEY, fixed_delay_figure
+from rtc_sweep.report.results import SOLVED
 
 ROOT = Path(__file__).resolve().parents[1]
 CELLS = ROOT / "docs" / "paper_curve.csv"
 FIGURE = ROOT / "docs" / "paper_curve.png"
 COLUMNS = ("level", "model", "method", "d", "s", "episodes", "solved_episodes")
 GROUPS = ["level", "method", "profile", FIXED_DELAY_KEY, HORIZON_KEY]
-METHOD_ORDER = ("naive", "realtime", "bid", "hard_masking", "training_time", "temporal_ensembling", "synchronous")
 
 
 def read_cells(path: Path) -> pd.DataFrame:
@@ -53,56 +54,42 @@ def read_cells(path: Path) -> pd.DataFrame:
 
 
 def summary_of(cells: pd.DataFrame) -> pd.DataFrame:
-    """The cells as an aggregate summary (one group per cell: the pooled rate and its Wilson interval)."""
-    rows = []
-    for c in cells.to_dict("records"):
-        rate, lo, hi = stats.pooled_wilson([int(c["solved_episodes"])], [int(c["episodes"])])
-        rows.append({"level": c["level"], "method": c["method"], "profile": "fixed", FIXED_DELAY_KEY: int(c["d"]),
-                     HORIZON_KEY: int(c["s"]), "n_seeds": 1, "n_episodes": int(c["episodes"]), POOLED: rate,
-                     f"{POOLED}_ci_low": lo, f"{POOLED}_ci_high": hi})  # fmt: skip
-    return pd.DataFrame(rows)
+    """The cells as the aggregate's summary: each cell is one job's results row (one seed, its episodes)."""
+    rows = cells.assign(profile="fixed", seed=0, num_evals=cells["episodes"],
+                        **{SOLVED: cells["solved_episodes"] / cells["episodes"], FIXED_DELAY_KEY: cells["d"],
+                           HORIZON_KEY: cells["s"]})  # fmt: skip
+    return summarize(rows[[*GROUPS, "seed", "num_evals", SOLVED]], GROUPS)
 
 
-def _methods(frame: pd.DataFrame) -> list[str]:
-    present = set(frame["method"])
-    return [m for m in METHOD_ORDER if m in present] + sorted(present - set(METHOD_ORDER))
-
-
-def _cell(rate: float, lo: float, hi: float) -> str:  # a rate and its interval
-    return f"{rate:.3f} [{lo:.3f}, {hi:.3f}]"
-
-
-def _table(title: str, frame: pd.DataFrame, value: str) -> list[str]:
+def _table(title: str, frame: pd.DataFrame, value: str) -> doc.Table:
+    """Methods (rows) by d (columns): ``value`` with its interval, "–" where the method has no cell."""
     ds = sorted(frame[FIXED_DELAY_KEY].unique())
-    lines = [f"| {title} | " + " | ".join(f"d = {d}" for d in ds) + " |", "| --- |" + " ---: |" * len(ds)]
-    for m in _methods(frame):
+    present = set(frame["method"])
+    rows = []
+    for m in [m for m in METHODS if m in present] + sorted(present - set(METHODS)):
         at = {int(r[FIXED_DELAY_KEY]): r for r in frame[frame["method"] == m].to_dict("records")}
-        cells = [_cell(*(float(at[d][f"{value}{end}"]) for end in ("", "_ci_low", "_ci_high"))) if d in at else "–"
-                 for d in ds]  # fmt: skip
-        lines.append(f"| {m} | " + " | ".join(cells) + " |")
-    return lines
+        rows.append((m, *(f"{at[d][value]:.3f} [{at[d][f'{value}_ci_low']:.3f}, {at[d][f'{value}_ci_high']:.3f}]"
+                          if d in at else "–" for d in ds)))  # fmt: skip
+    return doc.Table((title, *(f"d = {d}" for d in ds)), tuple(rows))
 
 
 def tables(cells: pd.DataFrame, summary: pd.DataFrame) -> str:
     """Markdown: the mean over the levels (the methods run at every level), then one table per level."""
-    out: list[str] = []
+    blocks: list[doc.Block] = []
     means = level_means(summary, GROUPS)
     if means is not None and not means.rates.empty:
-        out += _table(f"mean over {len(means.levels)} levels", means.rates, LEVEL_MEAN)
-        out.append("")
-        out.append(f"(levels: {', '.join(means.levels)}; each weighs the same; normal 95 % interval)")
+        blocks.append(_table(f"mean over {len(means.levels)} levels", means.rates, LEVEL_MEAN))
+        blocks.append(doc.Paragraph(f"(levels: {', '.join(means.levels)}; each weighs the same; normal 95 % interval)"))
         left: dict[str, list[int]] = {}
         for group, _ in means.dropped:
             left.setdefault(str(group["method"]), []).append(int(group[FIXED_DELAY_KEY]))
         if left:
             named = "; ".join(f"{m} at d = {', '.join(map(str, sorted(ds)))}" for m, ds in left.items())
-            out.append(f"(not averaged, as some of these levels lack the cell: {named})")
-        out.append("")
+            blocks.append(doc.Paragraph(f"(not averaged, as some of these levels lack the cell: {named})"))
     for level in sorted(summary["level"].unique()):
         model = cells.loc[cells["level"] == level, "model"].iloc[0]
-        out += _table(f"{level} / {model}", summary[summary["level"] == level], POOLED)
-        out.append("")
-    return "\n".join(out)
+        blocks.append(_table(f"{level} / {model}", summary[summary["level"] == level], POOLED))
+    return doc.markdown(blocks)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
