@@ -2,6 +2,8 @@
 
     python scripts/paper_curve.py                       # docs/paper_curve.csv -> docs/paper_curve.png, tables on stdout
     python scripts/paper_curve.py --levels grasp_easy cartpole_thrust catapult h17_unicycle --figure /tmp/four.png
+    python scripts/paper_curve.py --missing             # the commands that would measure the cells still missing
+    python scripts/paper_curve.py --add runs/levels/h17_unicycle/paper_curve_d0_bid   # a finished sweep's new cells
 
 Each shipped level's paper curve (fixed d = 0..4, s = max(d, 1), 1024 episodes, seed 0, the methods on the same draws)
 was measured by its own sweep, in different sessions and on different machines: `+experiment=paper_delay_curve
@@ -13,6 +15,13 @@ again without the sweeps' folders. The figure and the mean over levels are the a
 a normal 95 % interval from the levels' episode variances); a method is averaged only where it has a cell at every
 level of the selection, so restrict ``--levels`` to average one that some levels lack. Rates carry their 95 % Wilson
 interval over episodes.
+
+``--missing`` prints, for every level and d where a method of the preset lacks its cell, the sweep that measures it:
+the missing methods beside naive, as a pair holds only within one sweep on one machine. ``--add SWEEP_DIR...`` puts
+the cells of finished sweeps of the preset into the CSV (atomically) before drawing: only cells the record lacks;
+a cell it has already is kept, and the sweep's own value is printed beside it. A sweep of anything else (another
+delay profile, execute policy, seed or model than the record's, or not the shipped checkpoint) is refused, naming
+the key.
 """
 
 from __future__ import annotations
@@ -23,18 +32,21 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
+from omegaconf import OmegaConf
 
 from rtc_sweep.core.options import METHODS
 from rtc_sweep.io import atomic_path
 from rtc_sweep.report import page as doc
-from rtc_sweep.report.aggregate import LEVEL_MEAN, POOLED, level_means, summarize
+from rtc_sweep.report.aggregate import LEVEL_MEAN, POOLED, collect, level_means, summarize
 from rtc_sweep.report.figures import FIXED_DELAY_KEY, HORIZON_KEY, fixed_delay_figure
 from rtc_sweep.report.results import SOLVED
 
 ROOT = Path(__file__).resolve().parents[1]
 CELLS = ROOT / "docs" / "paper_curve.csv"
 FIGURE = ROOT / "docs" / "paper_curve.png"
+PRESET = ROOT / "rtc_sweep" / "conf" / "experiment" / "paper_delay_curve.yaml"
 COLUMNS = ("level", "model", "method", "d", "s", "episodes", "solved_episodes")
+SECTION = "model_card_section"
 GROUPS = ["level", "method", "profile", FIXED_DELAY_KEY, HORIZON_KEY]
 
 
@@ -51,6 +63,96 @@ def read_cells(path: Path) -> pd.DataFrame:
     if not twice.empty:
         raise ValueError(f"{path}: more than one row for level, method and d on lines {list(twice.index + 2)}")
     return cells
+
+
+def preset_grid() -> tuple[list[str], list[int]]:
+    """The methods and delays the paper_delay_curve preset sweeps (its own file, so the two cannot disagree)."""
+    params = OmegaConf.load(PRESET).hydra.sweeper.params
+    methods = [m.strip() for m in str(params.method).split(",")]
+    lo, hi = (int(x) for x in str(params["delay_profile.fixed_delay"]).removeprefix("range(").rstrip(")").split(","))
+    return methods, list(range(lo, hi))
+
+
+def missing_commands(cells: pd.DataFrame) -> list[str]:
+    """One sweep per level and d where a method of the preset has no cell: those methods, naive beside them."""
+    methods, delays = preset_grid()
+    have = set(zip(cells["level"], cells["method"], cells["d"], strict=True))
+    out = []
+    for level, model in cells[["level", "model"]].drop_duplicates().itertuples(index=False):
+        for d in delays:
+            lacking = [m for m in methods if (level, m, d) not in have]
+            if not lacking:
+                continue
+            run = ["naive", *(m for m in lacking if m != "naive")]
+            folder = f"runs/levels/{level}/paper_curve_d{d}_{'_'.join(lacking)}"
+            out.append(
+                f"# {level} / {model}, d = {d}: {', '.join(lacking)} missing\n"
+                f"python -m rtc_sweep +experiment=paper_delay_curve level={level} model={model} "
+                f"delay_profile.fixed_delay={d} method={','.join(run)} hydra.sweep.dir={folder}\n"
+                f"python -m rtc_sweep.aggregate {folder} && python scripts/paper_curve.py --add {folder}"
+            )
+    return out
+
+
+# What a sweep's jobs must have been run with for their cells to join the record (the preset's settings).
+REQUIRED = {"delay_profile.mode": "fixed", "execute_policy.mode": "adaptive", "execute_policy.s_min": 1,
+            "execute_policy.estimator": "oracle", "checkpoint": "shipped", "seed": 0}  # fmt: skip
+
+
+def sweep_cells(sweep: Path, cells: pd.DataFrame) -> pd.DataFrame:
+    """A finished sweep's jobs as rows of the record, checked against the preset's settings and the record."""
+    if not sweep.is_dir():
+        raise ValueError(f"--add: {sweep} is not a folder")
+    _, rows, _ = collect(sweep)
+    if rows.empty:
+        raise ValueError(f"--add: {sweep} has no finished job (results.csv)")
+    for key, want in REQUIRED.items():
+        got = sorted({str(v) for v in rows[key]}) if key in rows.columns else ["(absent)"]
+        if got != [str(want)]:
+            raise ValueError(f"--add: {sweep}: {key} is {', '.join(got)}; the record's cells have {key}={want}")
+    if "model" not in rows.columns:
+        raise ValueError(f"--add: {sweep}: its results.csv has no model column (the model preset's name)")
+    models = dict(zip(cells["level"], cells["model"], strict=False))
+    for level, model in rows[["level", "model"]].drop_duplicates().itertuples(index=False):
+        if level in models and models[level] != model:
+            raise ValueError(
+                f"--add: {sweep}: level={level} model={model}; the record's {level} is model={models[level]}"
+            )
+    d = rows["delay_profile.fixed_delay"].astype(int)
+    new = pd.DataFrame({"level": rows["level"], "model": rows["model"], "method": rows["method"], "d": d,
+                        "s": d.clip(lower=1), "episodes": rows["num_evals"].astype(int),
+                        "solved_episodes": (rows[SOLVED] * rows["num_evals"]).round().astype(int)})  # fmt: skip
+    twice = new[new.duplicated(["level", "method", "d"], keep=False)]
+    if not twice.empty:
+        raise ValueError(f"--add: {sweep}: more than one job for {twice.iloc[0][['level', 'method', 'd']].to_dict()}")
+    new["solved"] = (new["solved_episodes"] / new["episodes"]).round(3)
+    sections = cells.drop_duplicates("level").set_index("level")[SECTION]
+    new[SECTION] = [sections.get(level, f"{level} / {model}") for level, model in zip(new["level"], new["model"],
+                                                                                     strict=True)]  # fmt: skip
+    return new
+
+
+def add_sweeps(path: Path, cells: pd.DataFrame, sweeps: Sequence[Path]) -> pd.DataFrame:
+    """The record with the sweeps' cells it lacked, written atomically; a cell it has is kept and reported."""
+    key = ["level", "method", "d"]
+    for sweep in sweeps:
+        new = sweep_cells(sweep, cells)
+        known = new.merge(cells[[*key, "solved"]], on=key, how="left", suffixes=("", "_record"))
+        for r in known.to_dict("records"):
+            cell = f"{r['level']} {r['method']} d = {r['d']}"
+            if pd.notna(r["solved_record"]):
+                print(f"kept: {cell} at {r['solved_record']:.3f} from the record ({sweep.name}: {r['solved']:.3f})")
+            else:
+                print(f"added: {cell}: {r['solved']:.3f} ({r['solved_episodes']} of {r['episodes']})")
+        cells = pd.concat([cells, new[known["solved_record"].isna().to_numpy()]], ignore_index=True)
+    # The record's order: levels as they first appear, then the methods' order, then d.
+    level_rank = {level: i for i, level in enumerate(dict.fromkeys(cells["level"]))}
+    method_rank = {m: i for i, m in enumerate([*METHODS, *sorted(set(cells["method"]) - set(METHODS))])}
+    order = cells.assign(_l=cells["level"].map(level_rank), _m=cells["method"].map(method_rank))
+    cells = order.sort_values(["_l", "_m", "d"], kind="stable").drop(columns=["_l", "_m"])
+    with atomic_path(path) as tmp:
+        cells.to_csv(tmp, index=False, float_format="%.3f")
+    return read_cells(path)
 
 
 def summary_of(cells: pd.DataFrame) -> pd.DataFrame:
@@ -99,15 +201,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--figure", type=Path, default=FIGURE, help="where the PNG goes (default: docs/paper_curve.png)"
     )
     parser.add_argument("--levels", nargs="+", help="only these levels (default: every level in the cells)")
+    parser.add_argument("--missing", action="store_true", help="print the sweeps that measure the missing cells")
+    parser.add_argument("--add", nargs="+", type=Path, metavar="SWEEP_DIR", help="record these sweeps' new cells")
     args = parser.parse_args(argv)
 
     cells = read_cells(args.cells)
+    if args.add:
+        try:
+            cells = add_sweeps(args.cells, cells, args.add)
+        except ValueError as e:
+            parser.error(str(e))
     if args.levels:
         unknown = sorted(set(args.levels) - set(cells["level"]))
         if unknown:
             parser.error(f"--levels: {', '.join(unknown)} not in {args.cells}; allowed: "
                          f"{', '.join(sorted(cells['level'].unique()))}")  # fmt: skip
         cells = cells[cells["level"].isin(args.levels)]
+    if args.missing:
+        print("\n\n".join(missing_commands(cells)) or "every level has every cell of the preset")
+        return 0
     summary = summary_of(cells)
     print(tables(cells, summary))
 

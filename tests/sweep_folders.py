@@ -23,8 +23,11 @@ def compose_config(overrides: list[str]) -> DictConfig:
         return compose("config", overrides=["checkpoint=random", *overrides])
 
 
-def make_job(sweep: Path, overrides: list[str], results: bool = True, **metrics: float) -> Path:
-    """A job folder: .hydra/config.yaml and overrides.yaml, and results.csv with the given metrics (others 0)."""
+def make_job(
+    sweep: Path, overrides: list[str], results: bool = True, extras: dict[str, Any] | None = None, **metrics: float
+) -> Path:
+    """A job folder: .hydra/config.yaml and overrides.yaml, and results.csv with the given metrics (others 0) and
+    ``extras``, columns evaluate adds (``model``: the preset's name)."""
     cfg = compose_config(overrides)
     job = to_job_config(cfg)
     folder = sweep / ",".join(overrides)
@@ -45,5 +48,6 @@ def make_job(sweep: Path, overrides: list[str], results: bool = True, **metrics:
         )  # fmt: skip
         out, columns = results_row({c: row[c] for c in (*IDENTIFYING_COLUMNS, *METRIC_COLUMNS)}, job,
                                    config_hash(run))  # fmt: skip
-        write_csv(folder / RESULTS_FILE, [out], columns)
+        out.update(extras or {})
+        write_csv(folder / RESULTS_FILE, [out], [*columns, *(c for c in extras or {} if c not in columns)])
     return folder

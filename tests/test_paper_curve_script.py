@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pandas as pd
+import pytest
+from sweep_folders import make_job
+
+from rtc_sweep.sweep.config import register_configs
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "paper_curve.py"
@@ -82,3 +87,94 @@ def test_bad_input_is_refused_naming_what_is_wrong(tmp_path):
     out = run("--cells", str(bad), "--figure", str(tmp_path / "x.png"))
     assert out.returncode != 0 and "solved_episodes outside 0..episodes on lines [5]" in out.stderr
     assert not (tmp_path / "x.png").exists()
+
+
+def bid_gaps() -> list[tuple[str, str, int]]:
+    """(level, model, d) where the record has no bid cell."""
+    cells = pd.read_csv(CELLS)
+    have = set(zip(cells.loc[cells["method"] == "bid", "level"], cells.loc[cells["method"] == "bid", "d"], strict=True))
+    levels = cells[["level", "model"]].drop_duplicates().itertuples(index=False)
+    return [(level, model, d) for level, model in levels for d in range(5) if (level, d) not in have]
+
+
+def test_missing_prints_the_sweep_that_measures_each_gap(tmp_path):
+    out = run("--missing")
+    assert out.returncode == 0, out.stderr[-3000:]
+    gaps = bid_gaps()
+    assert out.stdout.count("python -m rtc_sweep +experiment=paper_delay_curve") == len(gaps)
+    for level, model, d in gaps:  # bid beside naive, the pair measured in one sweep
+        folder = f"runs/levels/{level}/paper_curve_d{d}_bid"
+        assert (f"level={level} model={model} delay_profile.fixed_delay={d} method=naive,bid "
+                f"hydra.sweep.dir={folder}\n") in out.stdout  # fmt: skip
+        assert f"python scripts/paper_curve.py --add {folder}" in out.stdout
+    out = run("--missing", "--levels", "grasp_easy")
+    assert out.stdout.strip() == "every level has every cell of the preset"
+
+
+def curve_job(sweep: Path, level: str, model: str, d: int, method: str, solved: float, *extra: str) -> None:
+    overrides = ["+experiment=paper_delay_curve", f"level={level}", f"model={model}", f"delay_profile.fixed_delay={d}",
+                 f"method={method}", "checkpoint=shipped", *extra]  # fmt: skip
+    make_job(sweep, overrides, extras={"model": model}, returned_episode_solved=solved)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _configs() -> None:
+    register_configs()
+
+
+def test_add_records_the_cells_a_finished_sweep_has_and_the_record_lacks(tmp_path):
+    level, model, d = bid_gaps()[0]
+    record = tmp_path / "cells.csv"
+    shutil.copy(CELLS, record)
+    sweep = tmp_path / "sweep"
+    curve_job(sweep, level, model, d, "naive", 0.5)
+    curve_job(sweep, level, model, d, "bid", 0.25)
+    out = run("--cells", str(record), "--add", str(sweep), "--figure", str(tmp_path / "x.png"))
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert f"added: {level} bid d = {d}: 0.250 (256 of 1024)" in out.stdout
+    cells = pd.read_csv(CELLS)
+    kept = cells[(cells["level"] == level) & (cells["method"] == "naive") & (cells["d"] == d)]["solved"].item()
+    assert f"kept: {level} naive d = {d} at {kept:.3f} from the record (sweep: 0.500)" in out.stdout
+    # One line more, the level's section; every other line as it was, in the record's order.
+    section = cells.loc[cells["level"] == level, "model_card_section"].iloc[0]
+    new_line = f"{level},{model},bid,{d},{max(d, 1)},1024,256,0.250,{section}"
+    before, after = CELLS.read_text().splitlines(), record.read_text().splitlines()
+    assert [line for line in after if line != new_line] == before and len(after) == len(before) + 1
+    bid_rows = [i for i, line in enumerate(after) if line.startswith(f"{level},{model},bid,")]
+    assert after.index(new_line) in bid_rows and bid_rows == list(range(bid_rows[0], bid_rows[-1] + 1))
+    assert row(out.stdout, f"{level} / {model}", "bid")[d].startswith("0.250 [")
+    # Again: nothing new, the file unchanged.
+    text = record.read_text()
+    out = run("--cells", str(record), "--add", str(sweep), "--figure", str(tmp_path / "x.png"))
+    assert out.returncode == 0 and "added" not in out.stdout and record.read_text() == text
+
+
+@pytest.mark.parametrize(
+    ("extra", "says"),
+    [
+        (["seed=1"], "seed is 1; the record's cells have seed=0"),
+        (["checkpoint=random"], "checkpoint is random; the record's cells have checkpoint=shipped"),
+        (["execute_policy.estimator=max"], "execute_policy.estimator is max; the record's cells"),
+        (["execute_policy.s_min=2"], "execute_policy.s_min is 2; the record's cells have execute_policy.s_min=1"),
+    ],
+)
+def test_add_refuses_a_sweep_of_anything_else(tmp_path, extra, says):
+    level, model, d = bid_gaps()[0]
+    record = tmp_path / "cells.csv"
+    shutil.copy(CELLS, record)
+    sweep = tmp_path / "sweep"
+    curve_job(sweep, level, model, d, "bid", 0.25, *extra)
+    out = run("--cells", str(record), "--add", str(sweep), "--figure", str(tmp_path / "x.png"))
+    assert out.returncode == 2 and says in out.stderr, out.stderr[-2000:]
+    assert record.read_bytes() == CELLS.read_bytes() and not (tmp_path / "x.png").exists()
+
+
+def test_add_refuses_another_model_than_the_levels(tmp_path):
+    level, model, d = bid_gaps()[0]
+    other = "small" if model == "default" else "default"
+    sweep = tmp_path / "sweep"
+    curve_job(sweep, level, other, d, "bid", 0.25)
+    out = run("--cells", str(CELLS), "--add", str(sweep), "--figure", str(tmp_path / "x.png"))
+    assert out.returncode == 2 and f"the record's {level} is model={model}" in out.stderr
+    out = run("--cells", str(CELLS), "--add", str(tmp_path / "nowhere"), "--figure", str(tmp_path / "x.png"))
+    assert out.returncode == 2 and "is not a folder" in out.stderr
