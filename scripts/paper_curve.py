@@ -37,6 +37,7 @@ from omegaconf import OmegaConf
 from rtc_sweep.core.options import METHODS
 from rtc_sweep.io import atomic_path
 from rtc_sweep.report import page as doc
+from rtc_sweep.report import stats
 from rtc_sweep.report.aggregate import LEVEL_MEAN, POOLED, collect, level_means, summarize
 from rtc_sweep.report.figures import FIXED_DELAY_KEY, HORIZON_KEY, fixed_delay_figure
 from rtc_sweep.report.results import SOLVED
@@ -66,11 +67,14 @@ def read_cells(path: Path) -> pd.DataFrame:
 
 
 def preset_grid() -> tuple[list[str], list[int]]:
-    """The methods and delays the paper_delay_curve preset sweeps (its own file, so the two cannot disagree)."""
+    """The methods and delays the paper_delay_curve preset sweeps (its own file, so the two cannot disagree), expanded
+    by Hydra's override parser as the sweeper expands them."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
     params = OmegaConf.load(PRESET).hydra.sweeper.params
-    methods = [m.strip() for m in str(params.method).split(",")]
-    lo, hi = (int(x) for x in str(params["delay_profile.fixed_delay"]).removeprefix("range(").rstrip(")").split(","))
-    return methods, list(range(lo, hi))
+    parsed = OverridesParser.create().parse_overrides([f"{k}={params[k]}" for k in ("method", FIXED_DELAY_KEY)])
+    methods, delays = (list(o.sweep_string_iterator()) for o in parsed)
+    return methods, [int(d) for d in delays]
 
 
 def missing_commands(cells: pd.DataFrame) -> list[str]:
@@ -118,10 +122,11 @@ def sweep_cells(sweep: Path, cells: pd.DataFrame) -> pd.DataFrame:
             raise ValueError(
                 f"--add: {sweep}: level={level} model={model}; the record's {level} is model={models[level]}"
             )
-    d = rows["delay_profile.fixed_delay"].astype(int)
+    d = rows[FIXED_DELAY_KEY].astype(int)
     new = pd.DataFrame({"level": rows["level"], "model": rows["model"], "method": rows["method"], "d": d,
                         "s": d.clip(lower=1), "episodes": rows["num_evals"].astype(int),
-                        "solved_episodes": (rows[SOLVED] * rows["num_evals"]).round().astype(int)})  # fmt: skip
+                        "solved_episodes": [stats.solved_count(r, n) for r, n in zip(rows[SOLVED], rows["num_evals"],
+                                                                                    strict=True)]})  # fmt: skip
     twice = new[new.duplicated(["level", "method", "d"], keep=False)]
     if not twice.empty:
         raise ValueError(f"--add: {sweep}: more than one job for {twice.iloc[0][['level', 'method', 'd']].to_dict()}")
