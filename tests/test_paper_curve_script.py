@@ -72,8 +72,15 @@ def test_levels_restrict_the_mean_so_that_a_method_missing_elsewhere_is_averaged
     assert out.returncode == 0, out.stderr[-3000:]
     bid = row(out.stdout, "mean over 2 levels", "bid")
     assert bid[0] == "0.761 [0.745, 0.777]"  # the model card's session-7 table over the same two levels
-    out = run("--levels", "catapult", "grasp_easy", "--figure", str(tmp_path / "three.png"))
-    assert row(out.stdout, "mean over 2 levels", "bid")[:2] == ["–", "–"]  # catapult has no bid at d = 0, 1
+    # A record where catapult has no bid at d = 0, 1 (the real one fills in over sessions): those means stay empty.
+    cells = pd.read_csv(CELLS)
+    gap = (cells["level"] == "catapult") & (cells["method"] == "bid") & cells["d"].isin([0, 1])
+    cells[~gap].to_csv(tmp_path / "gaps.csv", index=False)
+    gaps = ["--cells", str(tmp_path / "gaps.csv")]
+    out = run(*gaps, "--levels", "catapult", "grasp_easy", "--figure", str(tmp_path / "3.png"))
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert row(out.stdout, "mean over 2 levels", "bid")[:2] == ["–", "–"]
+    assert row(out.stdout, "mean over 2 levels", "bid")[2] != "–"
     assert "lack the cell: bid at d = 0, 1)" in out.stdout
 
 
