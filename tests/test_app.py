@@ -19,7 +19,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
 from rtc_sweep.io import VIDEO_FILE
-from rtc_sweep.report.results import RESULTS_FILE, SKIPPED_FILE, complete_results
+from rtc_sweep.report.results import PARTIAL_DIR, RESULTS_FILE, SKIPPED_FILE, complete_results
 from rtc_sweep.sweep.config import JobConfig, config_hash, register_configs, to_job_config
 from rtc_sweep.sweep.launch import GpuSlots, register_launcher, run_on_gpus, visible_gpus
 
@@ -224,6 +224,7 @@ def test_smoke_run_writes_results(tmp_path: Path) -> None:
     rows = complete_results(job_dir / RESULTS_FILE)
     assert rows is not None and len(rows) == 1
     assert 0.0 <= float(rows[0]["returned_episode_solved"]) <= 1.0
+    assert rows[0]["resumed_envs"] == "0" and not (job_dir / PARTIAL_DIR).exists()  # removed once the row is written
     assert (job_dir / ".hydra" / "config.yaml").is_file()
     assert "returned_episode_solved=" in (job_dir / "rtc_sweep.log").read_text()
 

@@ -17,7 +17,7 @@ from rtc_sweep.io import read_csv
 from rtc_sweep.report.results import LATENCY_COLUMNS, LATENCY_FILE, RESULTS_FILE
 from rtc_sweep.sweep import app
 from rtc_sweep.sweep.config import JobConfig, validate
-from rtc_sweep.sweep.evaluate import evaluate, latency_folder, prepare, read_latency_file, run_rollouts
+from rtc_sweep.sweep.evaluate import evaluate, job_folder, prepare, read_latency_file, run_rollouts
 
 MEASURED = DelayProfile(name="measured", mode="measured", control_hz=50.0, calls=6)
 
@@ -70,7 +70,7 @@ def test_measured_job_writes_reuses_and_replays_as_a_trace(tmp_path: Path, caplo
     # Replaying the file as a trace at the same rate with the same seed gives the same results.
     trace = DelayProfile(name="replay", mode="trace", trace_path=str(job_dir / LATENCY_FILE), control_hz=50.0)
     replay = evaluate(dataclasses.replace(cfg, delay=trace), progress=False)
-    with latency_folder(job_dir):
+    with job_folder(job_dir):
         measured = evaluate(cfg, progress=False)
     for key, value in measured.items():
         if key in ("profile", "delay_mode", "wall_s", "env_steps_per_s", *LATENCY_COLUMNS):
@@ -80,11 +80,11 @@ def test_measured_job_writes_reuses_and_replays_as_a_trace(tmp_path: Path, caplo
 
 def test_measured_latency_scale_and_system_shift_the_ticks(tmp_path: Path) -> None:
     job_dir = tmp_path / "job"
-    with latency_folder(job_dir):
+    with job_folder(job_dir):
         base = evaluate(config(), progress=False)
     ms = read_latency_file(job_dir / LATENCY_FILE).ms  # type: ignore[union-attr]
     slow = dataclasses.replace(MEASURED, latency_scale=50.0, system="spread_deterministic")
-    with latency_folder(job_dir):  # same sampler: the file is reused, only the conversion differs
+    with job_folder(job_dir):  # same sampler: the file is reused, only the conversion differs
         row = evaluate(config(delay=slow), progress=False)
     expected = np.minimum(np.ceil(ms * 50.0 / 20.0) + 2, 8)  # + 2 ticks of system part, capped at T
     # The few cycles of this tiny rollout draw some of the samples, not necessarily the slowest: the largest drawn

@@ -13,7 +13,8 @@ from rtc_sweep.core.delays import PRESETS, DelayProfile
 from rtc_sweep.core.policy import MODEL_PRESETS
 from rtc_sweep.core.run_config import ExecutePolicy, RunConfig
 from rtc_sweep.core.samplers import MethodConfig, sample_chunk
-from rtc_sweep.sweep.evaluate import evaluate, prepare, run_rollouts
+from rtc_sweep.report.results import METRIC_COLUMNS, PARTIAL_DIR
+from rtc_sweep.sweep.evaluate import evaluate, job_folder, prepare, run_rollouts
 
 H = 8
 TICKS = 24
@@ -139,6 +140,43 @@ def test_micro_batch_and_device_count_do_not_change_results():
     one = timeline.make_rollout(prep.spec, sharded=False)(*args)
     for x, y in zip(jax.tree.leaves(whole), jax.tree.leaves(one), strict=True):
         np.testing.assert_allclose(x, np.asarray(y), atol=1e-5)
+
+
+def test_a_killed_job_resumes_at_its_next_micro_batch(tmp_path):
+    """In a job folder, evaluate keeps each finished micro-batch (partial/): a rerun reads back the batches it
+    finds and runs the others, with the same results; a damaged file is run again; another config's files are
+    removed, never read."""
+    cfg = config(micro_batch=2)  # 2 micro-batches of 2 environments (test_micro_batch... compiles this program)
+    plain = evaluate(cfg, progress=False)
+    with job_folder(tmp_path):
+        row = evaluate(cfg, progress=False)
+    files = sorted((tmp_path / PARTIAL_DIR).glob("*/*.npz"))
+    assert [f.name for f in files] == ["envs_0000000-0000002.npz", "envs_0000002-0000004.npz"]
+    assert plain["resumed_envs"] == row["resumed_envs"] == 0
+    assert {c: row[c] for c in METRIC_COLUMNS} == {c: plain[c] for c in METRIC_COLUMNS}
+
+    # A job killed after its first batch: the second never landed. The first is marked (returns + 1000) so that
+    # the rerun shows it was read back, not run.
+    files[1].unlink()
+    with np.load(files[0]) as f:
+        arrays = dict(f)
+    arrays["first.returns"] = arrays["first.returns"] + 1000.0
+    np.savez(files[0], **arrays)
+    with job_folder(tmp_path):
+        again = evaluate(cfg, progress=False)
+    assert again["resumed_envs"] == 2 and files[1].is_file()
+    assert again["returned_episode_returns"] == pytest.approx(row["returned_episode_returns"] + 500.0)
+    assert again["returned_episode_solved"] == row["returned_episode_solved"]
+    assert again["d_mean"] == row["d_mean"] and again["max_ddelta_action"] == row["max_ddelta_action"]
+    assert again["wall_s"] >= float(arrays["seconds"])  # the read-back batch's time is counted
+
+    files[1].write_bytes(b"not an npz")  # damaged: run again, as if missing
+    with job_folder(tmp_path):
+        assert evaluate(cfg, progress=False)["resumed_envs"] == 2
+    with job_folder(tmp_path):  # another seed: another fingerprint
+        other = evaluate(config(micro_batch=2, seed=4), progress=False)
+    assert other["resumed_envs"] == 0 and not files[0].exists()
+    assert len(list((tmp_path / PARTIAL_DIR).glob("*/*.npz"))) == 2
 
 
 def test_adaptive_oracle_at_a_fixed_delay_runs_exactly_the_fixed_horizon_s_equal_d():

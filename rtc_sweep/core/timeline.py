@@ -236,6 +236,34 @@ class PerEnv(NamedTuple):
     snapshots: Snapshots | None = None  # when snapshot_every
 
 
+_NESTED = ("first", "record", "snapshots")
+_OPTIONAL = ("actions", "starved", "source")
+
+
+def per_env_arrays(per_env: PerEnv) -> dict[str, np.ndarray]:
+    """An evaluation's per-environment results as named numpy arrays (``first.solved``, ``n_cycles``, ...), for a
+    file; ``per_env_from_arrays`` rebuilds them. Recorded transitions and snapshots are refused (evaluation never
+    records them)."""
+    if per_env.record is not None or per_env.snapshots is not None:
+        raise ValueError("per_env_arrays: results with recorded transitions or snapshots are not stored")
+    out = {f"first.{k}": np.asarray(v) for k, v in per_env.first._asdict().items()}
+    out.update({k: np.asarray(v) for k, v in per_env._asdict().items() if k not in _NESTED and v is not None})
+    return out
+
+
+def per_env_from_arrays(arrays: Any) -> PerEnv:
+    """``per_env_arrays``' inverse (any mapping of names to arrays, e.g. an opened .npz); KeyError when a required
+    name is missing."""
+    first_fields: dict[str, Any] = {k: np.asarray(arrays[f"first.{k}"]) for k in FirstEpisode._fields}
+    first = FirstEpisode(**first_fields)
+    rest: dict[str, Any] = {
+        k: (np.asarray(arrays[k]) if k in arrays else None) if k in _OPTIONAL else np.asarray(arrays[k])
+        for k in PerEnv._fields
+        if k not in _NESTED
+    }
+    return PerEnv(first=first, **rest)
+
+
 class _Ensemble(NamedTuple):
     """Temporal ensembling's ring of the last chunks (slot ``k % n``; the initial chunk is cycle -1)."""
 

@@ -56,8 +56,12 @@ OPTIONAL_COLUMNS = (*SOLVED_CI_COLUMNS, "p_abandoned")
 # kept in the job folder as LATENCY_FILE. Only measured jobs have them.
 LATENCY_COLUMNS = ("latency_ms_p50", "latency_ms_p99", "latency_ms_warmup")
 LATENCY_FILE = "latency_ms.csv"
+# A job's finished micro-batches while it runs (one .npz per batch of environments), so that a job killed midway
+# resumes at its next batch; removed once results.csv is written.
+PARTIAL_DIR = "partial"
 # Per-job measurements of the machine: they differ between jobs of one group, so they never define a group.
-MEASUREMENT_COLUMNS = ("wall_s", "env_steps_per_s", *LATENCY_COLUMNS)
+# resumed_envs: environments read back from PARTIAL_DIR rather than run by the process that wrote the row.
+MEASUREMENT_COLUMNS = ("wall_s", "env_steps_per_s", "resumed_envs", *LATENCY_COLUMNS)
 # evaluate's extras that restate the config in a reader's words (each has a config column twin): they may name a
 # group. Every other non-metric column that is not a config key is a measurement.
 CONFIG_EXTRA_COLUMNS = ("delay_scope", "delay_mode", "estimator", "starvation", "model", "checkpoint")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -14,6 +15,7 @@ from rtc_sweep.report.results import (
     CONFIG_HASH_COLUMN,
     IDENTIFYING_COLUMNS,
     METRIC_COLUMNS,
+    PARTIAL_DIR,
     RESULTS_FILE,
     SKIPPED_FILE,
     complete_results,
@@ -99,15 +101,20 @@ def run(job: JobConfig, job_dir: Path) -> float | None:
         return solved
 
     enable_compilation_cache()
-    from rtc_sweep.sweep.evaluate import evaluate, latency_folder
+    from rtc_sweep.sweep.evaluate import evaluate, job_folder
 
     log.info("%s: evaluating (the first run on a machine compiles, later ones use the cache)", what)
+    partial = job_dir / PARTIAL_DIR
+    if not job.resume and partial.exists():  # resume=false: every environment runs again
+        shutil.rmtree(partial)
     start = time.perf_counter()
-    with latency_folder(job_dir):  # delay_profile=measured keeps (and on resume reuses) its timings here
+    # the job folder keeps what a rerun resumes from: a measured job's timings, the finished micro-batches
+    with job_folder(job_dir):
         row = evaluate(job.run, progress=job.progress and sys.stderr.isatty())
     seconds = time.perf_counter() - start
     out, columns = results_row(row, job, digest)
     write_csv(results_path, [out], columns)
+    shutil.rmtree(partial, ignore_errors=True)  # after the row is on disk: a kill in between loses nothing
     solved = float(out["returned_episode_solved"])
     log.info(
         "%s: returned_episode_solved=%.4f d_p99=%s p_violate=%s max_ddelta_action=%s (%.1f s) -> %s",

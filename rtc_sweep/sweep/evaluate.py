@@ -211,8 +211,82 @@ def compile_rollout(prep: Prepared) -> Any:
     return fn.lower(*rollout_args(prep, 0, batch_size(prep.cfg))).compile()
 
 
-def run_rollouts(prep: Prepared, progress: bool = True, injected_delays: np.ndarray | None = None) -> Any:
-    """All ``num_evals`` environments in micro-batches; returns the per-env results concatenated (numpy)."""
+class PartialStore:
+    """A job's finished micro-batches in ``folder`` (the job folder's ``partial/``), so that a killed job resumes
+    at its next batch: one ``.npz`` per batch, written atomically, under a fingerprint of everything the batch's
+    results depend on (the config's hash, the batch size, the device count, the JAX and package versions, every
+    array the rollout takes: policy, level, delay law). Files under another fingerprint are removed, never read.
+    """
+
+    def __init__(self, folder: str | Path, prep: Prepared, batch: int):
+        self.folder = Path(folder) / partial_fingerprint(prep, batch)
+        self.resumed_envs = 0
+        self.resumed_seconds = 0.0
+        if Path(folder).is_dir():
+            import shutil
+
+            for other in Path(folder).iterdir():
+                if other != self.folder:
+                    shutil.rmtree(other) if other.is_dir() else other.unlink()
+
+    def path(self, start: int, stop: int) -> Path:
+        return self.folder / f"envs_{start:07d}-{stop:07d}.npz"
+
+    def load(self, start: int, stop: int) -> Any | None:
+        """Environments ``start .. stop - 1`` as run before (PerEnv, numpy), or None (not run, or unreadable)."""
+        from rtc_sweep.core.timeline import per_env_from_arrays
+
+        path = self.path(start, stop)
+        if not path.is_file():
+            return None
+        try:
+            with np.load(path) as f:
+                out, seconds = per_env_from_arrays(f), float(f["seconds"])
+        except (OSError, ValueError, KeyError, EOFError) as err:  # a damaged file: run the batch again
+            log.warning("%s is unreadable (%s); running its environments again", path, err)
+            return None
+        self.resumed_envs += stop - start
+        self.resumed_seconds += seconds
+        return out
+
+    def save(self, start: int, stop: int, per_env: Any, seconds: float) -> None:
+        from rtc_sweep.core.timeline import per_env_arrays
+        from rtc_sweep.io import atomic_path
+
+        with atomic_path(self.path(start, stop)) as tmp, open(tmp, "wb") as f:
+            arrays: dict[str, Any] = {"seconds": np.float64(seconds), **per_env_arrays(per_env)}
+            np.savez(f, **arrays)
+
+
+def partial_fingerprint(prep: Prepared, batch: int) -> str:
+    """What a micro-batch's results depend on beyond its environment indices (``PartialStore``)."""
+    import jax
+
+    import rtc_sweep
+    from rtc_sweep.sweep.config import config_hash
+
+    what = {"config": config_hash(prep.cfg), "batch": batch, "devices": len(jax.devices()),
+            "jax": jax.__version__, "rtc_sweep": rtc_sweep.__version__}  # fmt: skip
+    h = hashlib.sha256(json.dumps(what, sort_keys=True).encode())
+    arrays = (prep.params, prep.weak_params, prep.level.state, prep.env_params, prep.delay_arrays, prep.execute)
+    for leaf in jax.tree.leaves(arrays):
+        a = np.ascontiguousarray(np.asarray(leaf))
+        h.update(f"{a.dtype.str}{a.shape}".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()[:16]
+
+
+def run_rollouts(
+    prep: Prepared,
+    progress: bool = True,
+    injected_delays: np.ndarray | None = None,
+    store: PartialStore | None = None,
+) -> Any:
+    """All ``num_evals`` environments in micro-batches; returns the per-env results concatenated (numpy).
+
+    ``store`` (``PartialStore``): each finished batch is kept there, and the batches it already holds are read back
+    instead of run; the results are the same either way (an environment's draws depend on its index only).
+    """
     import jax
     import jax.numpy as jnp
     from tqdm.auto import tqdm
@@ -228,17 +302,29 @@ def run_rollouts(prep: Prepared, progress: bool = True, injected_delays: np.ndar
     else:  # tests: injected delay sequences (rows repeated over the envs), unsharded
         table = np.resize(injected_delays, (cfg.num_evals, injected_delays.shape[1]))
         jitted = jax.jit(lambda *a, inj: rollout(prep.spec, *a, scope_batch=scope_batch, injected_delays=inj))
+    if store is not None and injected_delays is not None:
+        raise ValueError("run_rollouts: results under injected delays are not kept in a PartialStore")
     parts = []
     bar = tqdm(total=cfg.num_evals, desc="evaluating", unit="env", disable=not progress, leave=False)
     for b in range(n_batches):
+        keep = int(min(batch, cfg.num_evals - b * batch))
+        start, stop = b * batch, b * batch + keep
+        if store is not None and (done := store.load(start, stop)) is not None:
+            log.info("environments %d-%d: read back from %s", start, stop - 1, store.folder)
+            parts.append(done)
+            bar.update(keep)
+            continue
+        t0 = time.perf_counter()
         args = rollout_args(prep, b, batch)
         if injected_delays is None:
             out = fn(*args)
         else:
             idx = np.arange(b * batch, (b + 1) * batch)
             out = jitted(*args, inj=jnp.asarray(table[np.minimum(idx, cfg.num_evals - 1)]))
-        keep = int(min(batch, cfg.num_evals - b * batch))
-        parts.append(jax.tree.map(lambda x, keep=keep: np.asarray(x)[:keep], out))  # drop the padding envs
+        kept = jax.tree.map(lambda x, keep=keep: np.asarray(x)[:keep], out)  # drop the padding envs
+        if store is not None:
+            store.save(start, stop, kept, time.perf_counter() - t0)
+        parts.append(kept)
         bar.update(keep)
     bar.close()
     return jax.tree.map(lambda *xs: np.concatenate(xs, axis=0), *parts)
@@ -284,11 +370,16 @@ def evaluate(cfg: RunConfig, progress: bool = True) -> dict[str, Any]:
     prep = prepare(cfg)
     latency: LatencyMeasurement | None = None
     if cfg.delay.mode == "measured":  # time the job's own sampler, then replay it (prepare left a placeholder)
-        latency = measured_latency(prep, _LATENCY_DIR.get())
+        latency = measured_latency(prep, _JOB_DIR.get())
         prep.delay_arrays = cfg.delay.arrays(cfg.max_timesteps, measured_ms=latency.ms)
     log.info("level %s loaded; compiling and running %d environments", prep.level.name, cfg.num_evals)
-    per_env = run_rollouts(prep, progress=progress)
-    wall = time.perf_counter() - t0
+    from rtc_sweep.report.results import PARTIAL_DIR
+
+    job_dir = _JOB_DIR.get()
+    store = None if job_dir is None else PartialStore(job_dir / PARTIAL_DIR, prep, batch_size(prep.cfg))
+    per_env = run_rollouts(prep, progress=progress, store=store)
+    # a resumed job's wall time: this process's, plus the batch calls it read back (their compile included)
+    wall = time.perf_counter() - t0 + (0.0 if store is None else store.resumed_seconds)
     execute_horizon = cfg.execute.execute_horizon if cfg.execute.mode != "adaptive" else cfg.execute.s_min
     row: dict[str, Any] = {
         "profile": cfg.delay.name,
@@ -309,6 +400,7 @@ def evaluate(cfg: RunConfig, progress: bool = True) -> dict[str, Any]:
         "model": model_preset_name(cfg.model) or "custom",
         "checkpoint": cfg.checkpoint or "shipped",
         "wall_s": round(wall, 2),
+        "resumed_envs": 0 if store is None else store.resumed_envs,
         "env_steps_per_s": round(cfg.num_evals * cfg.max_timesteps / wall, 1),
     }
     if latency is not None:
@@ -342,17 +434,18 @@ def render_video(cfg: RunConfig, path: str | Path, fps: int = 15) -> Path:
 
 # The warm-up calls before the timed ones (the first compiles); latency_ms_warmup reports the first of them.
 WARMUP_CALLS = 3
-_LATENCY_DIR: contextvars.ContextVar[Path | None] = contextvars.ContextVar("latency_dir", default=None)
+_JOB_DIR: contextvars.ContextVar[Path | None] = contextvars.ContextVar("job_dir", default=None)
 
 
 @contextlib.contextmanager
-def latency_folder(job_dir: str | Path | None) -> Iterator[None]:
-    """Within it, a measured ``evaluate`` keeps its timings in ``job_dir/latency_ms.csv`` (and reuses them)."""
-    token = _LATENCY_DIR.set(None if job_dir is None else Path(job_dir))
+def job_folder(job_dir: str | Path | None) -> Iterator[None]:
+    """Within it, ``evaluate`` keeps in ``job_dir`` what lets a rerun of the job resume: a measured job's timings
+    (``latency_ms.csv``) and the finished micro-batches (``partial/``, ``PartialStore``)."""
+    token = _JOB_DIR.set(None if job_dir is None else Path(job_dir))
     try:
         yield
     finally:
-        _LATENCY_DIR.reset(token)
+        _JOB_DIR.reset(token)
 
 
 @dataclasses.dataclass(frozen=True)
