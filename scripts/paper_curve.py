@@ -17,7 +17,9 @@ level of the selection, so restrict ``--levels`` to average one that some levels
 interval over episodes.
 
 ``--missing`` prints, for every level and d where a method of the preset lacks its cell, the sweep that measures it:
-the missing methods beside naive, as a pair holds only within one sweep on one machine. ``--add SWEEP_DIR...`` puts
+the missing methods beside naive, as a pair holds only within one sweep on one machine (a bid cell takes an hour or
+more on 2 CPU cores: add ``micro_batch=256`` and a killed job resumes at its next 256 environments when the same
+command runs again). ``--add SWEEP_DIR...`` puts
 the cells of finished sweeps of the preset into the CSV (atomically) before drawing: only cells the record lacks;
 a cell it has already is kept, and the sweep's own value is printed beside it. A sweep of anything else (another
 delay profile, execute policy, seed or model than the record's, or not the shipped checkpoint) is refused, naming
