@@ -13,7 +13,7 @@ from sweep_folders import compose_config, make_job
 
 from rtc_sweep.report.aggregate import AggregateCallback, aggregate, collect, main, summarize
 from rtc_sweep.report.figures import FIXED_DELAY_FIGURE, FigureInfo, build_figures
-from rtc_sweep.report.results import RESULTS_FILE, SKIPPED_FILE
+from rtc_sweep.report.results import PARTIAL_DIR, RESULTS_FILE, SKIPPED_FILE
 from rtc_sweep.report.stats import mean_over_strata, t_ppf
 from rtc_sweep.sweep.config import register_configs
 
@@ -77,7 +77,10 @@ def test_tables_verdict_and_pairs(tail_sweep: Path) -> None:
 
 def test_incomplete_jobs_are_reported_not_averaged(tmp_path: Path) -> None:
     make_job(tmp_path, ["seed=0"], returned_episode_solved=0.5)
-    make_job(tmp_path, ["seed=1"], results=False)
+    killed = make_job(tmp_path, ["seed=1"], results=False)
+    for name in ("envs_0000000-0000256.npz", "envs_0000256-0000512.npz"):  # two micro-batches kept (names only)
+        (killed / PARTIAL_DIR / "0123456789abcdef").mkdir(parents=True, exist_ok=True)
+        (killed / PARTIAL_DIR / "0123456789abcdef" / name).write_bytes(b"")
     partial = make_job(tmp_path, ["seed=2"], returned_episode_solved=0.9)
     (partial / RESULTS_FILE).write_text((partial / RESULTS_FILE).read_text()[:120])
     stale = make_job(tmp_path, ["seed=3"], returned_episode_solved=0.9)
@@ -95,6 +98,7 @@ def test_incomplete_jobs_are_reported_not_averaged(tmp_path: Path) -> None:
     assert "## Incomplete jobs" in md
     for reason in ("no results.csv", "partial or unreadable", "another config"):
         assert reason in md, reason
+    assert "512 environments done in partial/ (a rerun resumes there)" in md
     assert "skipped by design" in md
 
 

@@ -49,6 +49,7 @@ from rtc_sweep.report.results import (
     IDENTIFYING_COLUMNS,
     MEASUREMENT_COLUMNS,
     METRIC_COLUMNS,
+    PARTIAL_DIR,
     RESULTS_FILE,
     SKIPPED_FILE,
     SOLVED,
@@ -156,7 +157,10 @@ def job_state(job_dir: Path) -> JobState:
     if (job_dir / SKIPPED_FILE).is_file() and not results.exists():
         return JobState(job_dir, "skipped", (job_dir / SKIPPED_FILE).read_text().strip())
     if not results.exists():
-        return JobState(job_dir, "incomplete", "no results.csv (not finished, failed or killed)")
+        reason = "no results.csv (not finished, failed or killed)"
+        if done := partial_envs(job_dir):
+            reason += f"; {done} environments done in {PARTIAL_DIR}/ (a rerun resumes there)"
+        return JobState(job_dir, "incomplete", reason)
     rows = complete_results(results)
     if rows is None:
         return JobState(job_dir, "incomplete", "results.csv is partial or unreadable")
@@ -169,6 +173,17 @@ def job_state(job_dir: Path) -> JobState:
                 "results.csv was written for another config (rerun in progress?): " + "; ".join(wrong[:3]),
             )  # fmt: skip
     return JobState(job_dir, "complete", config_keys=frozenset(flatten_config(cfg)) if cfg else frozenset())
+
+
+def partial_envs(job_dir: Path) -> int:
+    """Environments an unfinished job has kept in its partial/ (evaluate's ``PartialStore``), from the file names
+    (``envs_<start>-<stop>.npz``) alone."""
+    done = 0
+    for path in (job_dir / PARTIAL_DIR).glob("*/envs_*-*.npz"):
+        start, _, stop = path.stem.removeprefix("envs_").partition("-")
+        if start.isdigit() and stop.isdigit():
+            done += max(int(stop) - int(start), 0)
+    return done
 
 
 def expected_jobs(sweep_dir: Path) -> int | None:
