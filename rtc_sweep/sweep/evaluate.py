@@ -226,8 +226,12 @@ class PartialStore:
             import shutil
 
             for other in Path(folder).iterdir():
-                if other != self.folder:
-                    shutil.rmtree(other) if other.is_dir() else other.unlink()
+                if other == self.folder:
+                    continue
+                if other.is_dir():
+                    shutil.rmtree(other)
+                else:
+                    other.unlink()
 
     def path(self, start: int, stop: int) -> Path:
         return self.folder / f"envs_{start:07d}-{stop:07d}.npz"
