@@ -73,10 +73,7 @@ def test_levels_restrict_the_mean_so_that_a_method_missing_elsewhere_is_averaged
     bid = row(out.stdout, "mean over 2 levels", "bid")
     assert bid[0] == "0.761 [0.745, 0.777]"  # the model card's session-7 table over the same two levels
     # A record where catapult has no bid at d = 0, 1 (the real one fills in over sessions): those means stay empty.
-    cells = pd.read_csv(CELLS)
-    gap = (cells["level"] == "catapult") & (cells["method"] == "bid") & cells["d"].isin([0, 1])
-    cells[~gap].to_csv(tmp_path / "gaps.csv", index=False)
-    gaps = ["--cells", str(tmp_path / "gaps.csv")]
+    gaps = ["--cells", str(without_bid(tmp_path / "gaps.csv", "catapult", "default", [0, 1]))]
     out = run(*gaps, "--levels", "catapult", "grasp_easy", "--figure", str(tmp_path / "3.png"))
     assert out.returncode == 0, out.stderr[-3000:]
     bid = row(out.stdout, "mean over 2 levels", "bid")
@@ -96,6 +93,17 @@ def test_bad_input_is_refused_naming_what_is_wrong(tmp_path):
     assert not (tmp_path / "x.png").exists()
 
 
+def without_bid(path: Path, level: str, model: str, delays: list[int]) -> Path:
+    """A copy of the record at ``path`` without ``level``'s bid cells at ``delays`` (by their lines; every other line
+    as it is)."""
+    lines = CELLS.read_text().splitlines(keepends=True)
+    drop = tuple(f"{level},{model},bid,{d}," for d in delays)
+    kept = [line for line in lines if not line.startswith(drop)]
+    assert len(kept) == len(lines) - len(delays)
+    path.write_text("".join(kept))
+    return path
+
+
 def bid_gaps(record: Path = CELLS) -> list[tuple[str, str, int]]:
     """(level, model, d) where the record has no bid cell."""
     cells = pd.read_csv(record)
@@ -113,12 +121,7 @@ GAP = ("catapult", "default", 1)
 def gapped(tmp_path: Path) -> Path:
     """A copy of the record without GAP's bid cell."""
     level, model, d = GAP
-    lines = CELLS.read_text().splitlines(keepends=True)
-    kept = [line for line in lines if not line.startswith(f"{level},{model},bid,{d},")]
-    assert len(kept) == len(lines) - 1
-    path = tmp_path / "gapped.csv"
-    path.write_text("".join(kept))
-    return path
+    return without_bid(tmp_path / "gapped.csv", level, model, [d])
 
 
 def test_missing_prints_the_sweep_that_measures_each_gap(gapped):

@@ -257,7 +257,7 @@ def per_env_from_arrays(arrays: Any) -> PerEnv:
     first_fields: dict[str, Any] = {k: np.asarray(arrays[f"first.{k}"]) for k in FirstEpisode._fields}
     first = FirstEpisode(**first_fields)
     rest: dict[str, Any] = {
-        k: (np.asarray(arrays[k]) if k in arrays else None) if k in _OPTIONAL else np.asarray(arrays[k])
+        k: None if k in _OPTIONAL and k not in arrays else np.asarray(arrays[k])
         for k in PerEnv._fields
         if k not in _NESTED
     }

@@ -57,6 +57,7 @@ from rtc_sweep.report.results import (
     complete_results,
     config_mismatches,
     flatten_config,
+    partial_envs,
 )
 
 if TYPE_CHECKING:
@@ -173,17 +174,6 @@ def job_state(job_dir: Path) -> JobState:
                 "results.csv was written for another config (rerun in progress?): " + "; ".join(wrong[:3]),
             )  # fmt: skip
     return JobState(job_dir, "complete", config_keys=frozenset(flatten_config(cfg)) if cfg else frozenset())
-
-
-def partial_envs(job_dir: Path) -> int:
-    """Environments an unfinished job has kept in its partial/ (evaluate's ``PartialStore``), from the file names
-    (``envs_<start>-<stop>.npz``) alone."""
-    done = 0
-    for path in (job_dir / PARTIAL_DIR).glob("*/envs_*-*.npz"):
-        start, _, stop = path.stem.removeprefix("envs_").partition("-")
-        if start.isdigit() and stop.isdigit():
-            done += max(int(stop) - int(start), 0)
-    return done
 
 
 def expected_jobs(sweep_dir: Path) -> int | None:

@@ -15,6 +15,7 @@ import json
 import math
 import os
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from rtc_sweep.io import read_csv
@@ -71,6 +72,21 @@ DISPLAY_VALUES: dict[str, tuple[tuple[Any, str], ...]] = {"checkpoint": ((None, 
 
 def required_columns() -> tuple[str, ...]:
     return tuple(c for c in (*IDENTIFYING_COLUMNS, *METRIC_COLUMNS) if c not in OPTIONAL_COLUMNS)
+
+
+def partial_file_name(start: int, stop: int) -> str:
+    """The kept micro-batch of environments ``start .. stop - 1`` (under ``PARTIAL_DIR/<fingerprint>/``)."""
+    return f"envs_{start:07d}-{stop:07d}.npz"
+
+
+def partial_envs(job_dir: Path) -> int:
+    """Environments an unfinished job has kept in its ``PARTIAL_DIR``, from the file names alone (no JAX)."""
+    done = 0
+    for path in (job_dir / PARTIAL_DIR).glob("*/envs_*-*.npz"):
+        start, _, stop = path.stem.removeprefix("envs_").partition("-")
+        if start.isdigit() and stop.isdigit():
+            done += max(int(stop) - int(start), 0)
+    return done
 
 
 def read_rows(path: str | os.PathLike[str]) -> list[dict[str, str]] | None:

@@ -218,8 +218,8 @@ class PartialStore:
     array the rollout takes: policy, level, delay law). Files under another fingerprint are removed, never read.
     """
 
-    def __init__(self, folder: str | Path, prep: Prepared, batch: int):
-        self.folder = Path(folder) / partial_fingerprint(prep, batch)
+    def __init__(self, folder: str | Path, prep: Prepared):
+        self.folder = Path(folder) / partial_fingerprint(prep, batch_size(prep.cfg))
         self.resumed_envs = 0
         self.resumed_seconds = 0.0
         if Path(folder).is_dir():
@@ -234,7 +234,9 @@ class PartialStore:
                     other.unlink()
 
     def path(self, start: int, stop: int) -> Path:
-        return self.folder / f"envs_{start:07d}-{stop:07d}.npz"
+        from rtc_sweep.report.results import partial_file_name
+
+        return self.folder / partial_file_name(start, stop)
 
     def load(self, start: int, stop: int) -> Any | None:
         """Environments ``start .. stop - 1`` as run before (PerEnv, numpy), or None (not run, or unreadable)."""
@@ -380,7 +382,7 @@ def evaluate(cfg: RunConfig, progress: bool = True) -> dict[str, Any]:
     from rtc_sweep.report.results import PARTIAL_DIR
 
     job_dir = _JOB_DIR.get()
-    store = None if job_dir is None else PartialStore(job_dir / PARTIAL_DIR, prep, batch_size(prep.cfg))
+    store = None if job_dir is None else PartialStore(job_dir / PARTIAL_DIR, prep)
     per_env = run_rollouts(prep, progress=progress, store=store)
     # a resumed job's wall time: this process's, plus the batch calls it read back (their compile included)
     wall = time.perf_counter() - t0 + (0.0 if store is None else store.resumed_seconds)
