@@ -59,6 +59,15 @@ def test_plan_search_writes_its_layout_and_resumes(tmp_path, caplog):
     assert stats["feedback_dims"] == 3 and stats["demonstrations"]["environments"] == 4
     with np.load(tmp_path / "feedback" / "data" / "worlds_l_grasp_easy.npz") as data:
         assert set(data.files) == {"obs", "action", "done", "solved", "return_", "length"}
+    # A gentler controller from the same search: measured and recorded with its gains scaled, the search untouched.
+    state = (tmp_path / "feedback" / "state.npz").read_bytes()
+    with caplog.at_level(logging.INFO, logger="rtc_sweep.train.io"):
+        caplog.clear()
+        half = run_plan(dataclasses.replace(fb, gain_scale=0.5), progress=False)
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]  # an expected change, said at INFO
+    assert np.allclose(np.load(tmp_path / "feedback" / "gains.npy"), 0.5 * gains)
+    assert half["gain_scale"] == 0.5 and stats["gain_scale"] == 1.0
+    assert (tmp_path / "feedback" / "state.npz").read_bytes() == state
     with pytest.raises(FileNotFoundError, match=r"task\.init_plan"):
         run_plan(dataclasses.replace(fb, run_dir=str(tmp_path / "f2"), init_plan=str(tmp_path / "none")))
 

@@ -275,7 +275,7 @@ def _check_plan(cfg: PlanConfig) -> None:
         raise ConfigError("task.elite", f"{cfg.elite}; allowed: 1..task.population ({cfg.population})")
     _fraction(cfg, "smoothing", open_low=True)
     _at_least(cfg, 0, "init_std", "init_mean_std", "min_std", "distance_weight", "length_weight")
-    _at_least(cfg, 0, "env_action_noise_std", "feedback_dims", "feedback_std")
+    _at_least(cfg, 0, "env_action_noise_std", "feedback_dims", "feedback_std", "gain_scale")
     _at_least(cfg, 2, "basis_envs")
 
 

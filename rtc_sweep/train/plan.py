@@ -47,7 +47,7 @@ Layout of ``run_dir`` (resumable after any finished generation)::
     cem.json                         per-generation numbers (population and elite solve rates, distance, std)
     state.npz                        mean, std and the number of finished generations (and the gains')
     basis.npz                        feedback only: obs_bar, B and sd
-    gains.npy                        feedback only: the final mean gains W [k, action_dim]
+    gains.npy                        feedback only: the final mean gains W [k, action_dim], times gain_scale
     plan.npy                         the final mean plan [segments · segment_ticks, action_dim]
     stats.json                       the plan's solve rate over eval_envs noise draws, and the demonstrations'
     data/worlds_l_<level>.npz        the demonstrations (solved first episodes)
@@ -73,8 +73,9 @@ from rtc_sweep.train.io import record_settings, save_npz, write_json
 from rtc_sweep.train.rollout import Transitions, host_mesh, solved_episode_mask, solved_episodes
 
 # Settings a resume is expected to change: more generations, a folder copied elsewhere (with its init_plan), and
-# how the finished plan is measured and recorded. They are recorded quietly; any other change is warned about.
-RESUME_MAY_CHANGE = frozenset({"generations", "run_dir", "init_plan", "eval_envs", "demo_envs"})
+# how the finished plan is measured and recorded (gain_scale included). They are recorded quietly; any other
+# change is warned about.
+RESUME_MAY_CHANGE = frozenset({"generations", "run_dir", "init_plan", "eval_envs", "demo_envs", "gain_scale"})
 
 GOAL_ROLE, TARGET_ROLE = 1, 2  # Kinetix shape roles: green (the thing to deliver) and blue (where it goes)
 
@@ -107,6 +108,9 @@ class PlanConfig:
     feedback_std: float = 0.3  # the initial sampling std of the feedback gains
     init_plan: str | None = None  # a finished task=plan run_dir whose mean plan the search starts from
     basis_envs: int = 256  # noisy episodes of the initial plan the feedback directions are computed from
+    gain_scale: float = 1.0  # multiplies the finished search's mean gains where the controller is measured and
+    #                          recorded (the search itself and state.npz are unchanged): a gentler controller
+    #                          can solve as often and be easier to imitate (controllers/README.md, the lander)
 
 
 def action_dims(level: ke.Level, action_dim: int) -> np.ndarray:
@@ -129,8 +133,15 @@ def role_indices(level: ke.Level, role: int) -> np.ndarray:
     return np.flatnonzero((roles == role) & active)
 
 
-@functools.lru_cache(maxsize=4)
 def _programs(cfg: PlanConfig) -> tuple[Any, ...]:
+    """(level, env, score_fn, record_fn), compiled once per setting that reaches them: a resume that only
+    measures or records again (other envs, another gain_scale, another folder) reuses the programs."""
+    reaching = ("level", "segments", "segment_ticks", "env_action_noise_std", "feedback_dims")
+    return _compiled(PlanConfig(run_dir="", **{name: getattr(cfg, name) for name in reaching}))
+
+
+@functools.lru_cache(maxsize=4)
+def _compiled(cfg: PlanConfig) -> tuple[Any, ...]:
     level = ke.load_level(cfg.level)
     env = ke.make_env(level.static_params, action_noise_std=cfg.env_action_noise_std)
     env_params = ke.env_params(level)
@@ -338,6 +349,7 @@ def run_plan(cfg: PlanConfig, progress: bool = True) -> dict[str, Any]:
 
     plan = np.repeat(mean, cfg.segment_ticks, axis=0)  # [T, A]
     np.save(run_dir / "plan.npy", plan)
+    gain_mean = (gain_mean * cfg.gain_scale).astype(np.float32)  # the controller measured and recorded
     if k:
         np.save(run_dir / "gains.npy", gain_mean)
     t0 = time.time()
@@ -368,6 +380,7 @@ def run_plan(cfg: PlanConfig, progress: bool = True) -> dict[str, Any]:
             "kept_transitions": len(data["done"]),
         },
         "feedback_dims": k,
+        **({"gain_scale": cfg.gain_scale} if k else {}),
         "generations": len(history),
         "wall_s": {"search": float(sum(h["wall_s"] for h in history)), "measure_and_record": time.time() - t0},
     }
