@@ -44,7 +44,7 @@ def main() -> None:
     import jax.numpy as jnp
     import numpy as np
 
-    from rtc_sweep.train.plan import PlanConfig, _programs
+    from rtc_sweep.train.plan import PlanConfig, _programs, eval_keys
 
     fields = {f.name for f in dataclasses.fields(PlanConfig)}
     settings = {k: v for k, v in json.loads((run / "config.json").read_text()).items() if k in fields}
@@ -57,7 +57,7 @@ def main() -> None:
         spread = b["spread"]
         basis = tuple(jnp.asarray(b[k]) for k in ("obs_bar", "directions", "spread"))
     n = -(-args.envs // jax.device_count()) * jax.device_count()
-    keys = jax.random.split(jax.random.fold_in(jax.random.key(cfg.seed), 1_000_001), n)  # task=plan's eval draws
+    keys = eval_keys(cfg.seed, n)  # task=plan's own eval draws
 
     variants: list[tuple[str, np.ndarray]] = [(f"scale {s:g}", gains * s) for s in args.scales]
     for k in args.keep:

@@ -133,6 +133,12 @@ def role_indices(level: ke.Level, role: int) -> np.ndarray:
     return np.flatnonzero((roles == role) & active)
 
 
+def eval_keys(seed: int, n: int) -> jax.Array:
+    """The ``n`` env-noise draws a finished search's controller is measured on (``stats.json``'s solve rate), so that
+    other measurements of the same controller (``scripts/controller_gains.py``) are paired with it."""
+    return jax.random.split(jax.random.fold_in(jax.random.key(seed), 1_000_001), n)
+
+
 def _programs(cfg: PlanConfig) -> tuple[Any, ...]:
     """(level, env, score_fn, record_fn), compiled once per setting that reaches them: a resume that only
     measures or records again (other envs, another gain_scale, another folder) reuses the programs."""
@@ -359,8 +365,7 @@ def run_plan(cfg: PlanConfig, progress: bool = True) -> dict[str, Any]:
                 jnp.broadcast_to(jnp.asarray(gain_mean, jnp.float32), (n, k, A)))  # fmt: skip
 
     n_eval = -(-cfg.eval_envs // n_dev) * n_dev
-    solved, length, _, _ = score_fn(*everywhere(n_eval),
-                                    jax.random.split(jax.random.fold_in(key, 1_000_001), n_eval), basis)  # fmt: skip
+    solved, length, _, _ = score_fn(*everywhere(n_eval), eval_keys(cfg.seed, n_eval), basis)
     solved = np.asarray(solved, np.float64)
     n_demo = -(-cfg.demo_envs // n_dev) * n_dev
     tr = record_fn(*everywhere(n_demo), jax.random.split(jax.random.fold_in(key, 1_000_002), n_demo), basis)
