@@ -12,19 +12,22 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from rtc_sweep.core.checkpoint import load_policy
-from rtc_sweep.core.policy import MODEL_PRESETS
+from rtc_sweep.core.policy import MODEL_PRESETS, velocity
 from rtc_sweep.train import config as train_config
 from rtc_sweep.train.collect import CollectConfig, collect
 from rtc_sweep.train.flow_bc import (
+    OBS_SCALE_FLOOR,
     FlowBCConfig,
     OptimConfig,
     Stream,
     chunk_at,
+    fold_obs_norm,
     learning_rate_schedule,
     make_optimizer,
     padded_stream,
     split_episodes,
     train_flow,
+    unfold_obs_norm,
 )
 from rtc_sweep.train.ppo import PPOConfig, train_ppo
 
@@ -183,6 +186,42 @@ def test_flow_fit_lowers_the_loss_and_tt_rtc_fine_tunes_from_it(tmp_path):
     (tt_stats,) = train_flow(tt, progress=False)
     assert np.isfinite(tt_stats["loss"])
     assert (tmp_path / "tt" / "0" / "policies" / POLICY).is_file()
+
+
+def test_normalized_observations_are_folded_into_a_checkpoint_that_reads_raw_ones(tmp_path):
+    rng = np.random.default_rng(1)
+    stream = episodes_stream()
+    # dimensions far from zero, one wide, one that barely moves (its scale floored), one constant
+    offset = np.zeros(679, np.float32)
+    offset[:3], offset[3], offset[4] = 5.0, 40.0, -3.0
+    widths = np.ones(679, np.float32)
+    widths[3], widths[4], widths[5] = 20.0, 0.003, 0.0
+    raw = stream._replace(obs=(stream.obs * widths + offset).astype(np.float32))
+    cfg = bc_config(tmp_path, raw, num_epochs=2, max_steps_per_epoch=16, normalize_obs=True)
+    history = train_flow(cfg, progress=False)
+    assert history[-1]["loss_last"] < 0.8 * history[0]["loss_first"]
+    assert json.loads((tmp_path / "bc" / "config.json").read_text())["normalize_obs"] is True
+    with np.load(tmp_path / "bc" / "obs_norm.npz") as f:
+        mean, scale = f["mean"], f["scale"]
+    data = np.asarray(raw.obs).astype(np.float16).astype(np.float64)
+    np.testing.assert_allclose(mean[:6], data[:, :6].mean(0), rtol=1e-3, atol=1e-3)
+    assert scale[3] == pytest.approx(data[:, 3].std(), rel=1e-3) and scale[4] == scale[5] == OBS_SCALE_FLOOR
+    # the checkpoint reads raw observations: the same velocity as the trained weights on standardised ones
+    folded = load_policy(tmp_path / "bc" / "1" / "policies" / POLICY, SMALL, 679, 6)
+    trained = unfold_obs_norm(folded, mean, scale, 6)
+    obs = jnp.asarray(data[:4], jnp.float32)
+    x_t = jnp.asarray(rng.normal(size=(4, SMALL.action_chunk_size, 6)), jnp.float32)
+    v_raw = velocity(folded, SMALL, obs, x_t, jnp.full((4,), 0.3))
+    v_norm = velocity(trained, SMALL, (obs - mean) / scale, x_t, jnp.full((4,), 0.3))
+    np.testing.assert_allclose(np.asarray(v_raw), np.asarray(v_norm), rtol=1e-3, atol=1e-3)
+    back = fold_obs_norm(trained, mean, scale, 6)
+    np.testing.assert_allclose(back["in_proj"]["kernel"], folded["in_proj"]["kernel"], rtol=1e-5, atol=1e-6)
+    # a resume continues from the unfolded weights and the same statistics
+    more = train_flow(dataclasses.replace(cfg, num_epochs=3), progress=False)
+    assert [h["epoch"] for h in more] == [0, 1, 2] and np.isfinite(more[-1]["loss"])
+    # without in_proj to fold into, the error names the key before training
+    with pytest.raises(ValueError, match=r"task\.normalize_obs"):
+        fold_obs_norm({"out_proj": {}}, mean, scale, 6)
 
 
 def test_held_out_episodes_are_whole_never_trained_on_and_their_loss_is_logged(tmp_path):

@@ -20,6 +20,14 @@ done ran under the old ones (a longer ``num_epochs`` stretches a cosine schedule
 and every epoch's ``stats.json`` gets ``val_loss``: the loss on the same held-out windows, flow times and noise
 each epoch, so consecutive epochs compare and a training loss that falls while ``val_loss`` rises says the
 network memorises its episodes rather than lacking steps.
+
+``normalize_obs`` trains on standardised observations (each dimension's mean removed and divided by its std, the std
+floored at ``OBS_SCALE_FLOOR`` so that a dimension that barely moves is not blown up) and folds the standardisation
+into the network's input projection when it writes a checkpoint: ``in_proj`` is linear in the observation, so
+``W (o - m) / s + b = (W / s) o + (b - W m / s)`` and the checkpoint keeps the benchmark's layout and reads raw
+observations. The optimiser is not invariant to that change of coordinates: on the raw observation a dimension whose
+values sit at 5.2 +- 1 moves the network as little as one at 0 +- 0.2 would. ``<run_dir>/obs_norm.npz`` holds the
+mean and scale; ``train_state.pkl`` holds the unfolded weights (a resume recomputes the same statistics).
 """
 
 from __future__ import annotations
@@ -44,7 +52,7 @@ from rtc_sweep.core import kinetix_env as ke
 from rtc_sweep.core import network
 from rtc_sweep.core.checkpoint import load_policy, save_policy
 from rtc_sweep.core.policy import MODEL_PRESETS, Params, flow_loss
-from rtc_sweep.train.io import completed_steps, load_pickle, record_settings, save_pickle, write_json
+from rtc_sweep.train.io import completed_steps, load_pickle, record_settings, save_npz, save_pickle, write_json
 
 
 @dataclasses.dataclass(frozen=True)
@@ -201,13 +209,16 @@ class FlowBCConfig:
     max_steps_per_epoch: int | None = None  # cap on gradient steps per epoch (quick runs and tests)
     val_fraction: float = 0.0  # share of whole episodes held out; each epoch then logs their loss (val_loss)
     val_windows: int = 4096  # held-out windows the validation loss averages over (evenly spaced; fewer if short)
+    normalize_obs: bool = False  # train on standardised observations, folded into in_proj in every checkpoint
 
 
 def run_settings(cfg: FlowBCConfig, steps_per_epoch: int) -> dict[str, Any]:
     """What decides a run's weights, flat (``optim.<key>``), as ``<run_dir>/config.json`` records it."""
     held_out = {"val_fraction": cfg.val_fraction} if cfg.val_fraction > 0 else {}  # absent: nothing held out
+    normalized = {"normalize_obs": True} if cfg.normalize_obs else {}  # absent: raw observations
     return {
         **held_out,
+        **normalized,
         "data_path": cfg.data_path,
         "level": cfg.level,
         "model": repr(cfg.model),
@@ -267,6 +278,58 @@ def split_episodes(stream: Stream, fraction: float, seed: int) -> tuple[Stream, 
     return train, val
 
 
+OBS_SCALE_FLOOR = 0.1  # normalize_obs divides by max(std, this)
+
+
+def obs_normalizer(obs: np.ndarray | jax.Array, block: int = 65536) -> tuple[np.ndarray, np.ndarray]:
+    """(mean [O], scale [O]) float32 of an observation stream [N, O]: per-dimension mean and std (float64, in
+    blocks, so a float16 stream is not copied whole), the std floored at ``OBS_SCALE_FLOOR``."""
+    total, sq = np.zeros(obs.shape[1]), np.zeros(obs.shape[1])
+    for i in range(0, obs.shape[0], block):
+        x = np.nan_to_num(np.asarray(obs[i : i + block], np.float64), posinf=0.0, neginf=0.0)
+        total += x.sum(0)
+        sq += (x**2).sum(0)
+    mean = total / obs.shape[0]
+    std = np.sqrt(np.maximum(sq / obs.shape[0] - mean**2, 0.0))
+    return mean.astype(np.float32), np.maximum(std, OBS_SCALE_FLOOR).astype(np.float32)
+
+
+def _in_proj(params: Params, obs_dim: int, action_dim: int) -> tuple[np.ndarray, np.ndarray]:
+    layer = params.get("in_proj") if isinstance(params, dict) else None
+    kernel = layer.get("kernel") if isinstance(layer, dict) else None
+    bias = layer.get("bias") if isinstance(layer, dict) else None
+    if kernel is None or bias is None or tuple(np.shape(kernel))[:1] != (action_dim + obs_dim,):
+        raise ValueError(
+            "task.normalize_obs: folding the standardisation needs a network whose in_proj (kernel and bias) reads "
+            f"[x_t, obs] ({action_dim} + {obs_dim} rows), as the benchmark's MixerPolicy; allowed: false for this model"
+        )
+    return np.asarray(kernel, np.float32), np.asarray(bias, np.float32)
+
+
+def fold_obs_norm(params: Params, mean: np.ndarray, scale: np.ndarray, action_dim: int) -> Params:
+    """Weights trained on ``(obs - mean) / scale`` as weights that read the raw observation (same outputs)."""
+    kernel, bias = _in_proj(params, mean.shape[0], action_dim)
+    w = kernel[action_dim:] / scale[:, None]
+    folded = {"kernel": np.concatenate([kernel[:action_dim], w]), "bias": bias - mean @ w}
+    return {**params, "in_proj": {**params["in_proj"], **folded}}
+
+
+def unfold_obs_norm(params: Params, mean: np.ndarray, scale: np.ndarray, action_dim: int) -> Params:
+    """The inverse of ``fold_obs_norm``: a raw-observation checkpoint as weights on ``(obs - mean) / scale``."""
+    kernel, bias = _in_proj(params, mean.shape[0], action_dim)
+    w = kernel[action_dim:]
+    unfolded = {"kernel": np.concatenate([kernel[:action_dim], w * scale[:, None]]), "bias": bias + mean @ w}
+    return {**params, "in_proj": {**params["in_proj"], **jax.tree.map(jnp.asarray, unfolded)}}
+
+
+def _normalized(stream: Stream, mean: np.ndarray, scale: np.ndarray, block: int = 65536) -> Stream:
+    out = np.empty(stream.obs.shape, np.float32)
+    for i in range(0, out.shape[0], block):
+        x = np.nan_to_num(np.asarray(stream.obs[i : i + block], np.float32), posinf=0.0, neginf=0.0)
+        out[i : i + block] = (x - mean) / scale
+    return stream._replace(obs=out)
+
+
 def make_val_loss(model: network.ModelSpec, stream: Stream, windows: int, batch_size: int) -> Callable[..., float]:
     """``val_loss(params) -> float``: the flow loss on up to ``windows`` evenly spaced held-out windows, in batches
     of ``batch_size``, with one fixed key (the same flow times and noise on every call)."""
@@ -302,6 +365,12 @@ def train_flow(cfg: FlowBCConfig, progress: bool = True) -> list[dict[str, float
     stream, held_out = split_episodes(load_stream(cfg.data_path), cfg.val_fraction, cfg.seed)
     n, obs_dim = stream.obs.shape
     action_dim = stream.action.shape[1]
+    norm: tuple[np.ndarray, np.ndarray] | None = None
+    if cfg.normalize_obs:
+        norm = obs_normalizer(stream.obs)
+        save_npz(run_dir / "obs_norm.npz", {"mean": norm[0], "scale": norm[1]})
+        stream = _normalized(stream, *norm)
+        held_out = None if held_out is None else _normalized(held_out, *norm)
     H = cfg.model.action_chunk_size
     steps = (n - H + 1) // cfg.optim.batch_size
     if cfg.max_steps_per_epoch is not None:
@@ -322,8 +391,12 @@ def train_flow(cfg: FlowBCConfig, progress: bool = True) -> list[dict[str, float
     else:
         if cfg.load_dir is not None:
             params = load_policy(Path(cfg.load_dir) / "policies" / name, cfg.model, obs_dim, action_dim)
+            if norm is not None:
+                params = unfold_obs_norm(params, *norm, action_dim)
         else:
             params = network.init(cfg.model, jax.random.fold_in(key, 1), obs_dim, action_dim)
+        if norm is not None:
+            _in_proj(params, obs_dim, action_dim)  # a model it cannot fold into: the error now, before any compile
         state = init_train_state(params, optimizer)
         start_epoch = 0
     record_settings(
@@ -351,7 +424,8 @@ def train_flow(cfg: FlowBCConfig, progress: bool = True) -> list[dict[str, float
             stats["val_loss"] = val_loss(state.params)
         if not math.isfinite(stats["loss"]):
             raise FloatingPointError(f"flow BC: non-finite loss at epoch {epoch}")
-        save_policy(run_dir / str(epoch) / "policies" / name, state.params)
+        params = state.params if norm is None else fold_obs_norm(state.params, *norm, action_dim)
+        save_policy(run_dir / str(epoch) / "policies" / name, params)
         save_pickle(resume, state)
         write_json(run_dir / str(epoch) / "stats.json", stats)
         history.append(stats)
