@@ -1,0 +1,93 @@
+"""How closely policies reproduce their recording's first action, beside the nearest recorded state's.
+
+At a policy's replanning rate (s = 1) only a chunk's first action is played, so its fit is the distance between the
+first action it samples at a recorded state and the action recorded there. For ``--states`` states drawn from
+``--episodes`` recorded episodes, this prints the mean absolute error (over states and action dimensions) of
+
+- the nearest recorded state outside those episodes (``scripts/knn_policy.py``'s k = 1 imitator; Euclidean on the
+  standardised dimensions that vary): how much the recording itself says about a state it has not seen;
+- each ``--checkpoint``'s first action from the flow sampler (5 Euler steps, as the evaluations) started from zero
+  noise (``mae_mean``) and from unit noise (``mae_sample``, the benchmark's sampler).
+
+The checkpoints are usually trained on these very states, so their error is an optimistic one: a network whose
+error on its own training states stays well above the nearest neighbour's on unseen ones under-fits.
+
+    python scripts/fit_error.py runs/levels/hard_lunar_lander/fb8_g272_s075/data/worlds_l_hard_lunar_lander.npz \
+        --checkpoint runs/levels/hard_lunar_lander/s075_bc_default/7/policies/worlds_l_hard_lunar_lander.pkl
+
+numpy and one small jitted sampler per checkpoint: seconds after the recording has loaded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from rtc_sweep.runtime import configure_host_devices
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("recording", help="a task=plan recording (obs, action, done; env-major)")
+    parser.add_argument("--model", default="default", help="a model preset: small, small_tt or default")
+    parser.add_argument("--checkpoint", nargs="*", default=[], help="policy .pkl files")
+    parser.add_argument("--episodes", type=int, default=200, help="episodes whose states are the queries")
+    parser.add_argument("--states", type=int, default=2000)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    if not Path(args.recording).is_file():
+        parser.error(f"recording: {args.recording} not found")
+
+    configure_host_devices()
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    from rtc_sweep.core.checkpoint import load_policy
+    from rtc_sweep.core.network import bind
+    from rtc_sweep.core.policy import MODEL_PRESETS
+    from rtc_sweep.core.samplers import _naive
+
+    if args.model not in MODEL_PRESETS:
+        parser.error(f"--model: {args.model}; allowed: {', '.join(MODEL_PRESETS)}")
+    model = MODEL_PRESETS[args.model]
+    with np.load(args.recording) as d:
+        obs, action, done = d["obs"], d["action"].astype(np.float32), d["done"]
+    obs = np.nan_to_num(obs.astype(np.float32), posinf=0.0, neginf=0.0)
+    episode = np.r_[0, np.cumsum(done)[:-1]]
+    rng = np.random.default_rng(args.seed)
+    held = np.isin(episode, rng.choice(episode.max() + 1, min(args.episodes, episode.max()), replace=False))
+    query = rng.choice(np.flatnonzero(held), min(args.states, int(held.sum())), replace=False)
+
+    spread = obs.std(0)
+    varying = spread > 1e-3
+    z = (obs[:, varying] - obs[:, varying].mean(0)) / spread[varying]
+    table, labels = z[~held], action[~held]
+    norms = (table**2).sum(1)
+    nn = np.concatenate([
+        ((q**2).sum(1)[:, None] - 2.0 * q @ table.T + norms[None]).argmin(1)
+        for q in np.split(z[query], range(500, len(query), 500))
+    ])  # fmt: skip
+    rows = [{"imitator": "nearest recorded state (other episodes)", "states": len(query),
+             "mae": float(np.abs(labels[nn] - action[query]).mean())}]  # fmt: skip
+
+    H, A = model.action_chunk_size, action.shape[1]
+    for path in args.checkpoint:
+        params = load_policy(path, model, obs.shape[1], A)
+
+        @jax.jit
+        def first(o: jax.Array, noise: jax.Array, params=params) -> jax.Array:
+            return _naive(bind(model, params, o.shape[1], A), o, noise, 5)[:, 0]
+
+        o = jnp.asarray(obs[query])
+        mean = np.asarray(first(o, jnp.zeros((len(query), H, A))))
+        sample = np.asarray(first(o, jax.random.normal(jax.random.key(args.seed), (len(query), H, A))))
+        rows.append({"imitator": path, "states": len(query), "mae_mean": float(np.abs(mean - action[query]).mean()),
+                     "mae_sample": float(np.abs(sample - action[query]).mean())})  # fmt: skip
+    for row in rows:
+        print(json.dumps(row), flush=True)
+
+
+if __name__ == "__main__":
+    main()
