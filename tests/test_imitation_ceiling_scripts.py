@@ -54,6 +54,11 @@ def test_knn_policy_plays_each_variant_on_the_real_env(tmp_path):
     (run_dir / "config.json").write_text(json.dumps(config))
     out = rows(run("knn_policy.py", str(run_dir), "--envs", "4", "--k", "1", "3", "--tick-weights", "0", "1"))
     assert [(r["k"], r["tick_weight"]) for r in out] == [(1, 0.0), (3, 0.0), (1, 1.0), (3, 1.0)]
+    # a flow policy playing some ticks, and noise on every action: one row per (noise, window)
+    out += rows(run("knn_policy.py", str(run_dir), "--envs", "4", "--k", "1", "--noise", "0", "0.1", "--model", "small",
+                    "--checkpoint", str(POLICY), "--policy-ticks", "0", "4", "--policy-ticks", "4", "8"))  # fmt: skip
+    assert [(r["noise"], r["policy_ticks"]) for r in out[4:]] == [(0.0, [0, 4]), (0.0, [4, 8]), (0.1, [0, 4]),
+                                                                  (0.1, [4, 8])]  # fmt: skip
     for r in out:
         assert r["table"] == 60 and 0.0 <= r["solved"] <= 1.0
         assert 0.0 <= r["mean_length"] <= 8.0  # first episodes that ended within the plan's 2 x 4 ticks (0: not)
@@ -62,5 +67,9 @@ def test_knn_policy_plays_each_variant_on_the_real_env(tmp_path):
 def test_the_scripts_refuse_a_missing_input_naming_it(tmp_path):
     out = run("knn_policy.py", str(tmp_path))
     assert out.returncode == 2 and "run_dir:" in out.stderr and "data/*.npz" in out.stderr
+    recording(tmp_path / "data" / "worlds_l_grasp_easy.npz")
+    (tmp_path / "config.json").write_text(json.dumps({"run_dir": str(tmp_path), "level": "grasp_easy"}))
+    out = run("knn_policy.py", str(tmp_path), "--checkpoint", str(POLICY))
+    assert out.returncode == 2 and "--checkpoint and --policy-ticks: give both or neither" in out.stderr
     out = run("fit_error.py", str(tmp_path / "none.npz"))
     assert out.returncode == 2 and "recording:" in out.stderr and "not found" in out.stderr
