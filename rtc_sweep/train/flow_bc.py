@@ -25,9 +25,11 @@ network memorises its episodes rather than lacking steps.
 floored at ``OBS_SCALE_FLOOR`` so that a dimension that barely moves is not blown up) and folds the standardisation
 into the network's input projection when it writes a checkpoint: ``in_proj`` is linear in the observation, so
 ``W (o - m) / s + b = (W / s) o + (b - W m / s)`` and the checkpoint keeps the benchmark's layout and reads raw
-observations. The optimiser is not invariant to that change of coordinates: on the raw observation a dimension whose
-values sit at 5.2 +- 1 moves the network as little as one at 0 +- 0.2 would. ``<run_dir>/obs_norm.npz`` holds the
-mean and scale; ``train_state.pkl`` holds the unfolded weights (a resume recomputes the same statistics).
+observations. The optimiser is not invariant to that change of coordinates: on raw observations each dimension's
+offset and spread set how fast the network learns to use it; standardised, every dimension starts alike.
+``<run_dir>/obs_norm.npz`` holds the mean and scale; ``train_state.pkl`` holds the unfolded weights (a resume
+recomputes the same statistics). Measured on the lander (MODEL_CARD.md, session 24): a lower loss at every epoch
+(0.061 against 0.070 after 8) and a tenth less first-action error, but the same solve rate.
 """
 
 from __future__ import annotations
