@@ -23,6 +23,9 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import Any
+
+from nearest_demo import nearest  # scripts/: the nearest-state search of session 17
 
 from rtc_sweep.runtime import configure_host_devices
 
@@ -63,26 +66,22 @@ def main() -> None:
     spread = obs.std(0)
     varying = spread > 1e-3
     z = (obs[:, varying] - obs[:, varying].mean(0)) / spread[varying]
-    table, labels = z[~held], action[~held]
-    norms = (table**2).sum(1)
-    nn = np.concatenate([
-        ((q**2).sum(1)[:, None] - 2.0 * q @ table.T + norms[None]).argmin(1)
-        for q in np.split(z[query], range(500, len(query), 500))
-    ])  # fmt: skip
+    nn = nearest(z[query], z[~held])
     rows = [{"imitator": "nearest recorded state (other episodes)", "states": len(query),
-             "mae": float(np.abs(labels[nn] - action[query]).mean())}]  # fmt: skip
+             "mae": float(np.abs(action[~held][nn] - action[query]).mean())}]  # fmt: skip
 
     H, A = model.action_chunk_size, action.shape[1]
+
+    @jax.jit  # params are an argument: one compile serves every checkpoint
+    def first(params: Any, o: jax.Array, noise: jax.Array) -> jax.Array:
+        return _naive(bind(model, params, o.shape[1], A), o, noise, 5)[:, 0]
+
+    o = jnp.asarray(obs[query])
+    unit = jax.random.normal(jax.random.key(args.seed), (len(query), H, A))
     for path in args.checkpoint:
         params = load_policy(path, model, obs.shape[1], A)
-
-        @jax.jit
-        def first(o: jax.Array, noise: jax.Array, params=params) -> jax.Array:
-            return _naive(bind(model, params, o.shape[1], A), o, noise, 5)[:, 0]
-
-        o = jnp.asarray(obs[query])
-        mean = np.asarray(first(o, jnp.zeros((len(query), H, A))))
-        sample = np.asarray(first(o, jax.random.normal(jax.random.key(args.seed), (len(query), H, A))))
+        mean = np.asarray(first(params, o, jnp.zeros((len(query), H, A))))
+        sample = np.asarray(first(params, o, unit))
         rows.append({"imitator": path, "states": len(query), "mae_mean": float(np.abs(mean - action[query]).mean()),
                      "mae_sample": float(np.abs(sample - action[query]).mean())})  # fmt: skip
     for row in rows:

@@ -39,6 +39,8 @@ import json
 import time
 from pathlib import Path
 
+from nearest_demo import episode_ticks  # scripts/: the recording's tick per row, as session 17's diagnostic reads it
+
 from rtc_sweep.runtime import configure_host_devices
 
 
@@ -98,9 +100,7 @@ def main() -> None:
     with np.load(data[0]) as d:
         obs, action, done = d["obs"].astype(np.float32), d["action"].astype(np.float32), d["done"]
     obs = np.nan_to_num(obs, posinf=0.0, neginf=0.0)
-    start = np.r_[True, done[:-1]]
-    idx = np.arange(done.shape[0])
-    tick = (idx - np.maximum.accumulate(np.where(start, idx, 0))).astype(np.float32)
+    tick = episode_ticks(done).astype(np.float32)
     if args.table and args.table < obs.shape[0]:
         pick = np.random.default_rng(0).choice(obs.shape[0], args.table, replace=False)
         obs, action, tick = obs[pick], action[pick], tick[pick]
