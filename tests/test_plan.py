@@ -8,10 +8,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rtc_sweep.train.plan import PlanConfig, action_dims, run_plan
+from rtc_sweep.train.plan import PlanConfig, _no_feedback, _programs, action_dims, run_plan
 
 
 def test_plan_search_writes_its_layout_and_resumes(tmp_path, caplog):
+    import jax
+    import jax.numpy as jnp
+
     from rtc_sweep.core import kinetix_env as ke
 
     used = action_dims(ke.load_level("grasp_easy"), 6)
@@ -68,6 +71,19 @@ def test_plan_search_writes_its_layout_and_resumes(tmp_path, caplog):
     assert np.allclose(np.load(tmp_path / "feedback" / "gains.npy"), 0.5 * gains)
     assert half["gain_scale"] == 0.5 and stats["gain_scale"] == 1.0
     assert (tmp_path / "feedback" / "state.npz").read_bytes() == state
+    # The same recording at full precision (task.obs_dtype): what float16 keeps of it is the float16 recording.
+    with np.load(tmp_path / "feedback" / "data" / "worlds_l_grasp_easy.npz") as data:
+        half_obs, half_action = data["obs"], data["action"]
+    run_plan(dataclasses.replace(fb, gain_scale=0.5, obs_dtype="float32"), progress=False)
+    with np.load(tmp_path / "feedback" / "data" / "worlds_l_grasp_easy.npz") as data:
+        assert data["obs"].dtype == np.float32 and half_obs.dtype == np.float16
+        assert (data["obs"].astype(np.float16) == half_obs).all() and (data["action"] == half_action).all()
+    # (These tiny searches solve nothing, so the files above may hold no episode: the recorder itself keeps full
+    # precision, which float16 would have rounded.)
+    record = _programs(cfg)[3]
+    gains, basis = _no_feedback(4, 0, 6, 8, half_obs.shape[1])
+    tr = record(jnp.zeros((4, 2, 6)), gains, jax.random.split(jax.random.key(0), 4), basis)
+    assert tr.obs.dtype == jnp.float32 and (tr.obs != tr.obs.astype(jnp.float16)).any()
     with pytest.raises(FileNotFoundError, match=r"task\.init_plan"):
         run_plan(dataclasses.replace(fb, run_dir=str(tmp_path / "f2"), init_plan=str(tmp_path / "none")))
 

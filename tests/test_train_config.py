@@ -188,6 +188,7 @@ def test_the_defaults_that_disagreed_are_the_command_lines() -> None:
         (["task=plan", "task.elite=300"], "task.elite", "allowed: 1..task.population (256)"),
         (["task=plan", "task.smoothing=1.5"], "task.smoothing", "allowed: a fraction in (0, 1]"),
         (["task=plan", "task.gain_scale=-0.5"], "task.gain_scale", "allowed: >= 0"),
+        (["task=plan", "task.obs_dtype=float64"], "task.obs_dtype", "allowed: float16, float32"),
         (["task=mix", "task.plans=p", "task.min_solved=2"], "task.min_solved", "allowed: a fraction in [0, 1]"),
         (["task=ppo", "task.num_minibatches=7"], "task.num_minibatches", "a divisor of"),
         (["task=ppo", "task.num_seeds=3"], "task.num_seeds", "a multiple of the device count"),

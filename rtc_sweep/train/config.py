@@ -64,7 +64,7 @@ from rtc_sweep.train.dagger import DaggerConfig, run_dagger
 from rtc_sweep.train.dagger import check_config as check_dagger
 from rtc_sweep.train.flow_bc import FlowBCConfig, OptimConfig, train_flow
 from rtc_sweep.train.modes import MixConfig, run_mix
-from rtc_sweep.train.plan import PlanConfig, run_plan
+from rtc_sweep.train.plan import OBS_DTYPES, PlanConfig, run_plan
 from rtc_sweep.train.ppo import PPOConfig, train_ppo
 from rtc_sweep.train.relabel import RelabelConfig, run_relabel
 from rtc_sweep.train.relabel import check_config as check_relabel
@@ -277,6 +277,8 @@ def _check_plan(cfg: PlanConfig) -> None:
     _at_least(cfg, 0, "init_std", "init_mean_std", "min_std", "distance_weight", "length_weight")
     _at_least(cfg, 0, "env_action_noise_std", "feedback_dims", "feedback_std", "gain_scale")
     _at_least(cfg, 2, "basis_envs")
+    if cfg.obs_dtype not in OBS_DTYPES:
+        raise ConfigError("task.obs_dtype", f"{cfg.obs_dtype}; allowed: {', '.join(OBS_DTYPES)}")
 
 
 def _check_mix(cfg: MixConfig) -> None:

@@ -114,7 +114,7 @@ def padded_stream(parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> tup
     n = int(sum(done.shape[0] for _, _, done in parts))
     cap = stream_capacity(n)
     obs_dim, action_dim = parts[0][0].shape[1], parts[0][1].shape[1]
-    obs = np.zeros((cap, obs_dim), np.float16)
+    obs = np.zeros((cap, obs_dim), np.result_type(np.float16, *(p[0].dtype for p in parts)))  # float32 kept as such
     act = np.zeros((cap, action_dim), np.float32)
     done = np.ones(cap, bool)
     obs[:n] = np.concatenate([p[0] for p in parts])

@@ -50,7 +50,7 @@ Layout of ``run_dir`` (resumable after any finished generation)::
     gains.npy                        feedback only: the final mean gains W [k, action_dim], times gain_scale
     plan.npy                         the final mean plan [segments · segment_ticks, action_dim]
     stats.json                       the plan's solve rate over eval_envs noise draws, and the demonstrations'
-    data/worlds_l_<level>.npz        the demonstrations (solved first episodes)
+    data/worlds_l_<level>.npz        the demonstrations (solved first episodes; obs in task.obs_dtype)
 """
 
 from __future__ import annotations
@@ -75,7 +75,10 @@ from rtc_sweep.train.rollout import Transitions, host_mesh, solved_episode_mask,
 # Settings a resume is expected to change: more generations, a folder copied elsewhere (with its init_plan), and
 # how the finished plan is measured and recorded (gain_scale included). They are recorded quietly; any other
 # change is warned about.
-RESUME_MAY_CHANGE = frozenset({"generations", "run_dir", "init_plan", "eval_envs", "demo_envs", "gain_scale"})
+RESUME_MAY_CHANGE = frozenset(
+    {"generations", "run_dir", "init_plan", "eval_envs", "demo_envs", "gain_scale", "obs_dtype"}
+)
+OBS_DTYPES = ("float16", "float32")  # task.obs_dtype's allowed values
 
 GOAL_ROLE, TARGET_ROLE = 1, 2  # Kinetix shape roles: green (the thing to deliver) and blue (where it goes)
 
@@ -111,6 +114,8 @@ class PlanConfig:
     gain_scale: float = 1.0  # multiplies the finished search's mean gains where the controller is measured and
     #                          recorded (the search itself and state.npz are unchanged): a gentler controller
     #                          can solve as often and be easier to imitate (controllers/README.md, the lander)
+    obs_dtype: str = "float16"  # the recorded observations' precision: float16 (half the size) or float32, for
+    #                             levels whose states differ by less than float16 resolves (OBS_DTYPES)
 
 
 def action_dims(level: ke.Level, action_dim: int) -> np.ndarray:
@@ -184,9 +189,10 @@ def _compiled(cfg: PlanConfig) -> tuple[Any, ...]:
             near = jnp.where(live & ~info.done, jnp.minimum(near, closest(state)), near)
             first = jax.vmap(ke.FirstEpisode.update)(first, info)
             rec = None
-            if record:  # the first episode only: the plan is a plan for an episode from the reset state
+            if record:  # the first episode only: the plan is a plan for an episode from the reset state (obs at
+                #         full precision; run_plan keeps the solved episodes' at task.obs_dtype's)
                 done = info.done & live
-                rec = (obs.astype(jnp.float16), action, done, info.solved & done, first.running_return,
+                rec = (obs.astype(jnp.float32), action, done, info.solved & done, first.running_return,
                        first.running_length)  # fmt: skip
             return (state, next_obs, first, near), rec
 
@@ -370,6 +376,7 @@ def run_plan(cfg: PlanConfig, progress: bool = True) -> dict[str, Any]:
     n_demo = -(-cfg.demo_envs // n_dev) * n_dev
     tr = record_fn(*everywhere(n_demo), jax.random.split(jax.random.fold_in(key, 1_000_002), n_demo), basis)
     data = solved_episodes(tr)
+    data["obs"] = data["obs"].astype(cfg.obs_dtype)  # recorded at full precision, kept at task.obs_dtype's
     name = ke.level_name(cfg.level)
     save_npz(run_dir / "data" / f"worlds_l_{name}.npz", data)
     stats = {

@@ -115,7 +115,7 @@ class EpisodeStats(NamedTuple):
 class Transitions(NamedTuple):
     """Per-tick records, time-major [T, E, ...] as in the benchmark's datasets (§3.4)."""
 
-    obs: Arr  # [T, E, O] float16, the observation the action was chosen at (the env's at that tick)
+    obs: Arr  # [T, E, O] float16 (plan.py's: float32), the observation the action was chosen at (the env's then)
     action: Arr  # [T, E, A] float32, the commanded action (before the env's own noise)
     done: Arr  # [T, E] bool, the episode ended after this action
     solved: Arr  # [T, E] bool, the goal reward fired on this step
