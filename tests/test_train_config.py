@@ -197,6 +197,12 @@ def test_the_defaults_that_disagreed_are_the_command_lines() -> None:
         (["task=flow", "task.run_path=r", "task.optim.final_lr_fraction=0"], "task.optim.final_lr_fraction", "(0, 1]"),
         (["task=self_imitation", "task.optim.final_lr_fraction=0.1"], "task.optim.final_lr_fraction", "allowed: 1.0"),
         (["task=flow", "task.run_path=r", "task.num_epochs=0"], "task.num_epochs", "allowed: >= 1"),
+        (["task=flow", "task.run_path=r", "task.obs_scale=within_tick"], "task.obs_scale", "needs task.normalize_obs"),
+        (
+            ["task=flow", "task.run_path=r", "task.normalize_obs=true", "task.obs_scale=tick"],
+            "task.obs_scale",
+            "allowed: std, within_tick",
+        ),
         (["task=flow", "task.run_path=r", "task.val_fraction=1.0"], "task.val_fraction", "allowed: a share in [0, 1)"),
         (["task=flow"], "task.data_path", "task.run_path="),
         (["task=collect"], "task.run_path", "the expert run"),
