@@ -23,6 +23,7 @@ from rtc_sweep.train.flow_bc import (
     Stream,
     chunk_at,
     fold_obs_norm,
+    initial_params,
     learning_rate_schedule,
     make_optimizer,
     obs_normalizer,
@@ -253,6 +254,29 @@ def test_within_tick_scale_is_the_spread_between_episodes_at_one_tick(tmp_path):
     with np.load(tmp_path / "bc" / "obs_norm.npz") as f:
         half = np.asarray(stream.obs).astype(np.float16)  # what bc_config wrote
         np.testing.assert_allclose(f["scale"], obs_normalizer(half, stream.done)[1], rtol=1e-5)
+
+
+def test_obs_gain_starts_from_the_same_function_and_scales_the_folded_statistics(tmp_path):
+    rng = np.random.default_rng(2)
+    one = FlowBCConfig(data_path="", run_dir="", model=SMALL, normalize_obs=True)
+    ten = dataclasses.replace(one, obs_gain=10.0)
+    key = jax.random.key(3)
+    start_one, start_ten = initial_params(one, key, 679, 6), initial_params(ten, key, 679, 6)
+    z = jnp.asarray(rng.normal(size=(4, 679)), jnp.float32)
+    x_t = jnp.asarray(rng.normal(size=(4, SMALL.action_chunk_size, 6)), jnp.float32)
+    v_one = velocity(start_one, SMALL, z, x_t, jnp.full((4,), 0.3))
+    v_ten = velocity(start_ten, SMALL, 10.0 * z, x_t, jnp.full((4,), 0.3))
+    np.testing.assert_allclose(np.asarray(v_ten), np.asarray(v_one), rtol=1e-4, atol=1e-5)
+    assert not np.allclose(start_ten["in_proj"]["kernel"][6:], start_one["in_proj"]["kernel"][6:])
+    np.testing.assert_array_equal(start_ten["in_proj"]["kernel"][:6], start_one["in_proj"]["kernel"][:6])  # x_t rows
+    # a run with it folds scale / gain, so its checkpoints still read raw observations
+    stream = episodes_stream()
+    cfg = bc_config(tmp_path, stream, num_epochs=1, max_steps_per_epoch=4, normalize_obs=True, obs_gain=10.0)
+    train_flow(cfg, progress=False)
+    assert json.loads((tmp_path / "bc" / "config.json").read_text())["obs_gain"] == 10.0
+    with np.load(tmp_path / "bc" / "obs_norm.npz") as f:
+        half = np.asarray(stream.obs).astype(np.float16)
+        np.testing.assert_allclose(f["scale"], obs_normalizer(half)[1] / 10.0, rtol=1e-5)
 
 
 def test_held_out_episodes_are_whole_never_trained_on_and_their_loss_is_logged(tmp_path):

@@ -198,6 +198,8 @@ def test_the_defaults_that_disagreed_are_the_command_lines() -> None:
         (["task=self_imitation", "task.optim.final_lr_fraction=0.1"], "task.optim.final_lr_fraction", "allowed: 1.0"),
         (["task=flow", "task.run_path=r", "task.num_epochs=0"], "task.num_epochs", "allowed: >= 1"),
         (["task=flow", "task.run_path=r", "task.obs_scale=within_tick"], "task.obs_scale", "needs task.normalize_obs"),
+        (["task=flow", "task.run_path=r", "task.obs_gain=10"], "task.obs_gain", "needs task.normalize_obs"),
+        (["task=flow", "task.run_path=r", "task.normalize_obs=true", "task.obs_gain=0"], "task.obs_gain", "> 0"),
         (
             ["task=flow", "task.run_path=r", "task.normalize_obs=true", "task.obs_scale=tick"],
             "task.obs_scale",

@@ -248,6 +248,10 @@ def _check_flow(cfg: FlowBCConfig) -> None:
         raise ConfigError("task.obs_scale", f"{cfg.obs_scale}; allowed: {', '.join(OBS_SCALES)}")
     if cfg.obs_scale != "std" and not cfg.normalize_obs:
         raise ConfigError("task.obs_scale", f"{cfg.obs_scale} needs task.normalize_obs=true; allowed: std without it")
+    if not cfg.obs_gain > 0:
+        raise ConfigError("task.obs_gain", f"{cfg.obs_gain}; allowed: > 0")
+    if cfg.obs_gain != 1.0 and not cfg.normalize_obs:
+        raise ConfigError("task.obs_gain", f"{cfg.obs_gain} needs task.normalize_obs=true; allowed: 1 without it")
 
 
 def _check_ppo(cfg: PPOConfig) -> None:

@@ -30,6 +30,15 @@ offset and spread set how fast the network learns to use it; standardised, every
 ``<run_dir>/obs_norm.npz`` holds the mean and scale; ``train_state.pkl`` holds the unfolded weights (a resume
 recomputes the same statistics). Measured on the lander (MODEL_CARD.md, session 24): a lower loss at every epoch
 (0.061 against 0.070 after 8) and a tenth less first-action error, but the same solve rate.
+
+``obs_scale=within_tick`` (with ``normalize_obs``) divides each dimension by its spread between episodes at the
+same episode tick instead of its std (``obs_normalizer``). A feedback controller's demonstrations follow one nominal
+trajectory: each dimension varies along it far more than between episodes at one tick, and the controller's action
+at a tick is nearly linear in those small deviations (the lander: a per-tick linear fit leaves 0.000-0.005 of an
+action spread of 0.016-0.06 over its first 20 ticks). On the std's scale they are hundredths of a unit; on this one
+they are units. A plain MLP regressing the lander's first action (MSE, 6,000 steps) has a held-out error of
+0.028 / 0.040 / 0.041 over ticks 0-7 / 8-15 / 16-23 on the std's scale and 0.010 / 0.020 / 0.025 on this one
+(MODEL_CARD.md, session 25).
 """
 
 from __future__ import annotations
@@ -214,6 +223,9 @@ class FlowBCConfig:
     normalize_obs: bool = False  # train on standardised observations, folded into in_proj in every checkpoint
     obs_scale: str = "std"  # normalize_obs's scale (OBS_SCALES): each dimension's std, or its spread between
     #                         episodes at the same tick (within_tick: for demonstrations of one nominal trajectory)
+    obs_gain: float = 1.0  # normalize_obs multiplies the standardised observation by it and a fresh network's
+    #                        in_proj observation rows are divided by it: the same function at the start, input
+    #                        weights that Adam moves obs_gain times faster relative to their size
 
 
 def run_settings(cfg: FlowBCConfig, steps_per_epoch: int) -> dict[str, Any]:
@@ -222,6 +234,8 @@ def run_settings(cfg: FlowBCConfig, steps_per_epoch: int) -> dict[str, Any]:
     normalized: dict[str, Any] = {"normalize_obs": True} if cfg.normalize_obs else {}  # absent: raw observations
     if cfg.normalize_obs and cfg.obs_scale != "std":
         normalized["obs_scale"] = cfg.obs_scale  # absent: the std
+    if cfg.normalize_obs and cfg.obs_gain != 1.0:
+        normalized["obs_gain"] = cfg.obs_gain  # absent: 1
     return {
         **held_out,
         **normalized,
@@ -369,6 +383,16 @@ def unfold_obs_norm(params: Params, mean: np.ndarray, scale: np.ndarray, action_
     return {**params, "in_proj": {**params["in_proj"], **jax.tree.map(jnp.asarray, unfolded)}}
 
 
+def initial_params(cfg: FlowBCConfig, key: jax.Array, obs_dim: int, action_dim: int) -> Params:
+    """A fresh network for ``cfg``: ``network.init``'s, its in_proj observation rows divided by ``obs_gain`` when
+    ``normalize_obs`` (so on observations ``obs_gain`` times larger it computes what gain 1's computes)."""
+    params = network.init(cfg.model, key, obs_dim, action_dim)
+    if not cfg.normalize_obs or cfg.obs_gain == 1.0:
+        return params
+    gain = np.full(obs_dim, cfg.obs_gain, np.float32)
+    return jax.tree.map(jnp.asarray, fold_obs_norm(params, np.zeros(obs_dim, np.float32), gain, action_dim))
+
+
 def _normalized(stream: Stream, mean: np.ndarray, scale: np.ndarray, block: int = 65536) -> Stream:
     out = np.empty(stream.obs.shape, np.float32)
     for i in range(0, out.shape[0], block):
@@ -414,7 +438,8 @@ def train_flow(cfg: FlowBCConfig, progress: bool = True) -> list[dict[str, float
     action_dim = stream.action.shape[1]
     norm: tuple[np.ndarray, np.ndarray] | None = None
     if cfg.normalize_obs:
-        norm = obs_normalizer(stream.obs, stream.done if cfg.obs_scale == "within_tick" else None)
+        mean, scale = obs_normalizer(stream.obs, stream.done if cfg.obs_scale == "within_tick" else None)
+        norm = mean, scale / np.float32(cfg.obs_gain)
         save_npz(run_dir / "obs_norm.npz", {"mean": norm[0], "scale": norm[1]})
         stream = _normalized(stream, *norm)
         held_out = None if held_out is None else _normalized(held_out, *norm)
@@ -441,7 +466,7 @@ def train_flow(cfg: FlowBCConfig, progress: bool = True) -> list[dict[str, float
             if norm is not None:
                 params = unfold_obs_norm(params, *norm, action_dim)
         else:
-            params = network.init(cfg.model, jax.random.fold_in(key, 1), obs_dim, action_dim)
+            params = initial_params(cfg, jax.random.fold_in(key, 1), obs_dim, action_dim)
         if norm is not None:
             _in_proj(params, obs_dim, action_dim)  # a model it cannot fold into: the error now, before any compile
         state = init_train_state(params, optimizer)
