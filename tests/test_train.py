@@ -17,7 +17,6 @@ from rtc_sweep.train import config as train_config
 from rtc_sweep.train.collect import CollectConfig, collect
 from rtc_sweep.train.flow_bc import (
     OBS_SCALE_FLOOR,
-    WITHIN_TICK_FLOOR,
     FlowBCConfig,
     OptimConfig,
     Stream,
@@ -225,35 +224,6 @@ def test_normalized_observations_are_folded_into_a_checkpoint_that_reads_raw_one
     # without in_proj to fold into, the error names the key before training
     with pytest.raises(ValueError, match=r"task\.normalize_obs"):
         fold_obs_norm({"out_proj": {}}, mean, scale, 6)
-
-
-def test_within_tick_scale_is_the_spread_between_episodes_at_one_tick(tmp_path):
-    # three episodes (4, 4 and 3 steps) and an unfinished one (2 steps); four dimensions:
-    # 0: along the trajectory (10 per tick) plus a per-episode offset, 1: constant, 2: the trajectory alone,
-    # 3: a wobble below VARYING_STD
-    ticks = np.array([0, 1, 2, 3, 0, 1, 2, 3, 0, 1, 2, 0, 1])
-    episode = np.repeat([0, 1, 2, 3], [4, 4, 3, 2])
-    done = np.zeros(13, bool)
-    done[[3, 7, 10]] = True
-    offset = np.array([-0.02, 0.0, 0.03, 0.01])[episode]
-    obs = np.stack([10.0 * ticks + offset, np.full(13, 7.0), 5.0 * ticks, 1e-4 * (-1.0) ** np.arange(13)], 1)
-    mean, scale = obs_normalizer(obs.astype(np.float32), done)
-    deviation = [obs[i, 0] - obs[ticks == ticks[i], 0].mean() for i in range(13)]
-    assert scale[0] == pytest.approx(np.sqrt(np.mean(np.square(deviation))), rel=1e-4)
-    assert scale[1] == scale[3] == OBS_SCALE_FLOOR and scale[2] == WITHIN_TICK_FLOOR
-    np.testing.assert_allclose(mean, obs.mean(0), rtol=1e-5, atol=1e-6)
-    blocked = obs_normalizer(obs.astype(np.float32), done, block=3)  # the sums in blocks: the same statistics
-    np.testing.assert_allclose(blocked[1], scale, rtol=1e-5)
-    assert obs_normalizer(obs.astype(np.float32))[1][0] == pytest.approx(obs[:, 0].std(), rel=1e-4)  # std's
-
-    # a run with it records the scale it trained on and says so in config.json
-    stream = episodes_stream()
-    cfg = bc_config(tmp_path, stream, num_epochs=1, max_steps_per_epoch=4, normalize_obs=True, obs_scale="within_tick")
-    train_flow(cfg, progress=False)
-    assert json.loads((tmp_path / "bc" / "config.json").read_text())["obs_scale"] == "within_tick"
-    with np.load(tmp_path / "bc" / "obs_norm.npz") as f:
-        half = np.asarray(stream.obs).astype(np.float16)  # what bc_config wrote
-        np.testing.assert_allclose(f["scale"], obs_normalizer(half, stream.done)[1], rtol=1e-5)
 
 
 def test_obs_gain_starts_from_the_same_function_and_scales_the_folded_statistics(tmp_path):

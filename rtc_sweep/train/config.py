@@ -62,7 +62,7 @@ from rtc_sweep.errors import ConfigError
 from rtc_sweep.train.collect import CollectConfig, collect
 from rtc_sweep.train.dagger import DaggerConfig, run_dagger
 from rtc_sweep.train.dagger import check_config as check_dagger
-from rtc_sweep.train.flow_bc import OBS_SCALES, FlowBCConfig, OptimConfig, train_flow
+from rtc_sweep.train.flow_bc import FlowBCConfig, OptimConfig, train_flow
 from rtc_sweep.train.modes import MixConfig, run_mix
 from rtc_sweep.train.plan import OBS_DTYPES, PlanConfig, run_plan
 from rtc_sweep.train.ppo import PPOConfig, train_ppo
@@ -244,10 +244,6 @@ def _check_flow(cfg: FlowBCConfig) -> None:
     if not 0.0 <= cfg.val_fraction < 1.0:
         raise ConfigError("task.val_fraction", f"{cfg.val_fraction}; allowed: a share in [0, 1) (0: nothing held out)")
     _at_least(cfg, 1, "val_windows")
-    if cfg.obs_scale not in OBS_SCALES:
-        raise ConfigError("task.obs_scale", f"{cfg.obs_scale}; allowed: {', '.join(OBS_SCALES)}")
-    if cfg.obs_scale != "std" and not cfg.normalize_obs:
-        raise ConfigError("task.obs_scale", f"{cfg.obs_scale} needs task.normalize_obs=true; allowed: std without it")
     if not cfg.obs_gain > 0:
         raise ConfigError("task.obs_gain", f"{cfg.obs_gain}; allowed: > 0")
     if cfg.obs_gain != 1.0 and not cfg.normalize_obs:

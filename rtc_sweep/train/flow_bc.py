@@ -31,14 +31,15 @@ offset and spread set how fast the network learns to use it; standardised, every
 recomputes the same statistics). Measured on the lander (MODEL_CARD.md, session 24): a lower loss at every epoch
 (0.061 against 0.070 after 8) and a tenth less first-action error, but the same solve rate.
 
-``obs_scale=within_tick`` (with ``normalize_obs``) divides each dimension by its spread between episodes at the
-same episode tick instead of its std (``obs_normalizer``). A feedback controller's demonstrations follow one nominal
-trajectory: each dimension varies along it far more than between episodes at one tick, and the controller's action
-at a tick is nearly linear in those small deviations (the lander: a per-tick linear fit leaves 0.000-0.005 of an
-action spread of 0.016-0.06 over its first 20 ticks). On the std's scale they are hundredths of a unit; on this one
-they are units. A plain MLP regressing the lander's first action (MSE, 6,000 steps) has a held-out error of
-0.028 / 0.040 / 0.041 over ticks 0-7 / 8-15 / 16-23 on the std's scale and 0.010 / 0.020 / 0.025 on this one
-(MODEL_CARD.md, session 25).
+``obs_gain`` multiplies the standardised observation (the scale written and folded is ``std / obs_gain``) and
+divides a fresh network's ``in_proj`` observation rows by it (``initial_params``), so training starts from the same
+function; Adam's steps are of a size relative to each weight, so the input weights then move ``obs_gain`` times
+faster for the same rate. Demonstrations of one feedback controller vary along one nominal trajectory far more than
+between episodes at one tick, and the controller reacts to those small deviations: a plain MLP regressing the
+lander's first action (MSE, 6,000 steps) has a held-out error of 0.028 / 0.040 / 0.041 over ticks 0-7 / 8-15 /
+16-23 on standardised observations and 0.0085 / 0.018 / 0.024 on ten times those (0.0095 / 0.020 / 0.026 with the
+first layer's start divided by ten, as here). Scaling by each dimension's spread between episodes at one tick
+instead helped that MLP less (0.010 / 0.020 / 0.025) and the flow network not at all (MODEL_CARD.md, session 25).
 """
 
 from __future__ import annotations
@@ -221,8 +222,6 @@ class FlowBCConfig:
     val_fraction: float = 0.0  # share of whole episodes held out; each epoch then logs their loss (val_loss)
     val_windows: int = 4096  # held-out windows the validation loss averages over (evenly spaced; fewer if short)
     normalize_obs: bool = False  # train on standardised observations, folded into in_proj in every checkpoint
-    obs_scale: str = "std"  # normalize_obs's scale (OBS_SCALES): each dimension's std, or its spread between
-    #                         episodes at the same tick (within_tick: for demonstrations of one nominal trajectory)
     obs_gain: float = 1.0  # normalize_obs multiplies the standardised observation by it and a fresh network's
     #                        in_proj observation rows are divided by it: the same function at the start, input
     #                        weights that Adam moves obs_gain times faster relative to their size
@@ -232,8 +231,6 @@ def run_settings(cfg: FlowBCConfig, steps_per_epoch: int) -> dict[str, Any]:
     """What decides a run's weights, flat (``optim.<key>``), as ``<run_dir>/config.json`` records it."""
     held_out = {"val_fraction": cfg.val_fraction} if cfg.val_fraction > 0 else {}  # absent: nothing held out
     normalized: dict[str, Any] = {"normalize_obs": True} if cfg.normalize_obs else {}  # absent: raw observations
-    if cfg.normalize_obs and cfg.obs_scale != "std":
-        normalized["obs_scale"] = cfg.obs_scale  # absent: the std
     if cfg.normalize_obs and cfg.obs_gain != 1.0:
         normalized["obs_gain"] = cfg.obs_gain  # absent: 1
     return {
@@ -299,60 +296,19 @@ def split_episodes(stream: Stream, fraction: float, seed: int) -> tuple[Stream, 
 
 
 OBS_SCALE_FLOOR = 0.1  # normalize_obs divides by max(std, this)
-OBS_SCALES = ("std", "within_tick")  # task.obs_scale's allowed values
-WITHIN_TICK_FLOOR = 1e-3  # within_tick's floor, for the dimensions that vary (std > VARYING_STD)
-VARYING_STD = 1e-3  # a dimension whose std is at most this is constant in the data: it gets OBS_SCALE_FLOOR
 
 
-def obs_normalizer(
-    obs: np.ndarray | jax.Array, done: np.ndarray | jax.Array | None = None, block: int = 65536
-) -> tuple[np.ndarray, np.ndarray]:
-    """(mean [O], scale [O]) float32 of an observation stream [N, O] (float64 sums, in blocks, so that a float16
-    stream is not copied whole): the per-dimension mean and, as the scale,
-
-    - without ``done``: the std, floored at ``OBS_SCALE_FLOOR``;
-    - with the stream's ``done`` [N] (``obs_scale=within_tick``): the root mean square deviation from the mean
-      observation at the same episode tick (ticks counted from each episode's start), the spread a closed-loop
-      policy reacts to, floored at ``WITHIN_TICK_FLOOR``; dimensions whose std is at most ``VARYING_STD`` keep
-      the std's scale and floor.
-
-    Demonstrations of one controller around one nominal trajectory vary far more along it than between episodes
-    at one tick (the lander: 0.5 against 0.001-0.06 in its early ticks), so on the std's scale the deviations the
-    controller reacts to are a hundredth of a unit.
-    """
-    n, dim = obs.shape
-
-    def blocks() -> Any:
-        for i in range(0, n, block):
-            yield i, np.nan_to_num(np.asarray(obs[i : i + block], np.float64), posinf=0.0, neginf=0.0)
-
-    total, sq = np.zeros(dim), np.zeros(dim)
-    for _, x in blocks():
+def obs_normalizer(obs: np.ndarray | jax.Array, block: int = 65536) -> tuple[np.ndarray, np.ndarray]:
+    """(mean [O], scale [O]) float32 of an observation stream [N, O]: per-dimension mean and std (float64, in
+    blocks, so a float16 stream is not copied whole), the std floored at ``OBS_SCALE_FLOOR``."""
+    total, sq = np.zeros(obs.shape[1]), np.zeros(obs.shape[1])
+    for i in range(0, obs.shape[0], block):
+        x = np.nan_to_num(np.asarray(obs[i : i + block], np.float64), posinf=0.0, neginf=0.0)
         total += x.sum(0)
         sq += (x**2).sum(0)
-    mean = total / n
-    std = np.sqrt(np.maximum(sq / n - mean**2, 0.0))
-    scale = np.maximum(std, OBS_SCALE_FLOOR)
-    if done is not None:
-        tick = episode_ticks(np.asarray(done, bool))
-        count = np.bincount(tick).astype(np.float64)
-        tick_sum = np.zeros((count.shape[0], dim))
-        for i, x in blocks():
-            np.add.at(tick_sum, tick[i : i + block], x)
-        tick_mean = tick_sum / count[:, None]
-        within = np.zeros(dim)
-        for i, x in blocks():
-            within += ((x - tick_mean[tick[i : i + block]]) ** 2).sum(0)
-        within = np.sqrt(within / n)
-        scale = np.where(std > VARYING_STD, np.maximum(within, WITHIN_TICK_FLOOR), scale)
-    return mean.astype(np.float32), scale.astype(np.float32)
-
-
-def episode_ticks(done: np.ndarray) -> np.ndarray:
-    """[N] int: each row's tick in its episode, for an env-major stream (a ``done`` row ends an episode)."""
-    start = np.r_[True, done[:-1]]
-    idx = np.arange(done.shape[0])
-    return idx - np.maximum.accumulate(np.where(start, idx, 0))
+    mean = total / obs.shape[0]
+    std = np.sqrt(np.maximum(sq / obs.shape[0] - mean**2, 0.0))
+    return mean.astype(np.float32), np.maximum(std, OBS_SCALE_FLOOR).astype(np.float32)
 
 
 def _in_proj(params: Params, obs_dim: int, action_dim: int) -> tuple[np.ndarray, np.ndarray]:
@@ -438,7 +394,7 @@ def train_flow(cfg: FlowBCConfig, progress: bool = True) -> list[dict[str, float
     action_dim = stream.action.shape[1]
     norm: tuple[np.ndarray, np.ndarray] | None = None
     if cfg.normalize_obs:
-        mean, scale = obs_normalizer(stream.obs, stream.done if cfg.obs_scale == "within_tick" else None)
+        mean, scale = obs_normalizer(stream.obs)
         norm = mean, scale / np.float32(cfg.obs_gain)
         save_npz(run_dir / "obs_norm.npz", {"mean": norm[0], "scale": norm[1]})
         stream = _normalized(stream, *norm)
