@@ -1,5 +1,5 @@
-"""scripts/knn_policy.py and scripts/fit_error.py, the diagnostics of session 24: the nearest recorded state played in
-closed loop on the real env, and first-action errors of policies beside it."""
+"""scripts/knn_policy.py and scripts/fit_error.py, the diagnostics of session 24 (the nearest recorded state played in
+closed loop on the real env, and first-action errors of policies beside it), and session 25's first_action_probe.py."""
 
 from __future__ import annotations
 
@@ -73,3 +73,16 @@ def test_the_scripts_refuse_a_missing_input_naming_it(tmp_path):
     assert out.returncode == 2 and "--checkpoint and --policy-ticks: give both or neither" in out.stderr
     out = run("fit_error.py", str(tmp_path / "none.npz"))
     assert out.returncode == 2 and "recording:" in out.stderr and "not found" in out.stderr
+
+
+def test_first_action_probe_fits_and_reports_by_tick(tmp_path):
+    data = tmp_path / "data.npz"
+    recording(data, episodes=8, length=12)
+    out = rows(run("first_action_probe.py", str(data), "--steps", "301", "--width", "32", "--episodes", "2",
+                   "--gain", "10", "--init-divide", "10"))  # fmt: skip
+    assert [r["step"] for r in out] == [0, 300]
+    assert set(out[-1]["held_mae_by_tick"]) == {"0-7", "8-15"}  # episodes of 12 ticks
+    # the held-out episodes are copies of the trained ones: the fit's error falls
+    assert out[-1]["held_mae"] < 0.5 * out[0]["held_mae"]
+    bad = run("first_action_probe.py", str(data), "--gain", "0")
+    assert bad.returncode == 2 and "--gain" in bad.stderr

@@ -1,0 +1,105 @@
+"""How well a plain MLP regresses a recording's first action from the observation, by episode tick.
+
+A probe of the input's scaling, not a policy: an MLP (``--width``, four hidden layers, swish) is fitted by mean squared
+error to the recorded action at each state, on standardised observations (each dimension's mean removed, divided by
+its std floored at flow BC's ``OBS_SCALE_FLOOR``) multiplied by ``--gain``, its first layer's start divided by
+``--init-divide``. ``--episodes`` episodes are held out; every 2,000 steps and at the end it prints one JSON line with
+the held-out mean absolute error, overall and over tick ranges. Flow BC's ``task.obs_gain`` is the same change of
+scale with ``--init-divide`` equal to the gain (MODEL_CARD.md, session 25: on the lander, gain 10 cuts the error over
+ticks 0-7 from 0.028 to 0.0095).
+
+    python scripts/first_action_probe.py \\
+        runs/levels/hard_lunar_lander/fb8_g272_s075_f32/data/worlds_l_hard_lunar_lander.npz --gain 10 --init-divide 10
+
+About 50 s of CPU for 6,000 steps at width 256 (the lander's 190,846 states).
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from nearest_demo import episode_ticks  # scripts/: the recording's tick per row
+
+from rtc_sweep.runtime import configure_host_devices
+
+TICK_RANGES = ((0, 8), (8, 16), (16, 24), (24, 40), (40, 10**9))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("recording", help="a task=plan recording (obs, action, done; env-major)")
+    parser.add_argument("--steps", type=int, default=6001)
+    parser.add_argument("--width", type=int, default=256)
+    parser.add_argument("--gain", type=float, default=1.0, help="multiplies the standardised observation")
+    parser.add_argument("--init-divide", type=float, default=1.0, help="divides the first layer's initial weights")
+    parser.add_argument("--episodes", type=int, default=200, help="episodes held out")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    if not Path(args.recording).is_file():
+        parser.error(f"recording: {args.recording} not found")
+    if args.steps < 1 or args.width < 1 or args.gain <= 0 or args.init_divide <= 0:
+        parser.error("--steps and --width: >= 1; --gain and --init-divide: > 0")
+
+    configure_host_devices()
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+    import optax
+
+    from rtc_sweep.train.flow_bc import OBS_SCALE_FLOOR
+
+    with np.load(args.recording) as d:
+        obs = np.nan_to_num(d["obs"].astype(np.float32), posinf=0.0, neginf=0.0)
+        action, done = d["action"].astype(np.float32), d["done"].astype(bool)
+    tick, episode = episode_ticks(done), np.r_[0, np.cumsum(done)[:-1]]
+    rng = np.random.default_rng(args.seed)
+    held = np.isin(episode, rng.choice(episode.max() + 1, min(args.episodes, episode.max()), replace=False))
+    mean, scale = obs[~held].mean(0), np.maximum(obs[~held].std(0), OBS_SCALE_FLOOR)
+    z = (obs - mean) / scale * args.gain
+    x_train, y_train = jnp.asarray(z[~held]), jnp.asarray(action[~held])
+    x_held, y_held, tick_held = jnp.asarray(z[held]), action[held], tick[held]
+
+    key = jax.random.key(args.seed)
+    sizes = [obs.shape[1], *[args.width] * 4, action.shape[1]]
+    params = [
+        (jax.random.normal(jax.random.fold_in(key, i), (a, b)) / np.sqrt(a) / (args.init_divide if i == 0 else 1.0),
+         jnp.zeros(b))
+        for i, (a, b) in enumerate(itertools.pairwise(sizes))
+    ]  # fmt: skip
+
+    def mlp(p: Any, x: jax.Array) -> jax.Array:
+        for w, b in p[:-1]:
+            x = jax.nn.swish(x @ w + b)
+        return x @ p[-1][0] + p[-1][1]
+
+    schedule = optax.warmup_cosine_decay_schedule(0.0, 3e-4, min(200, args.steps), args.steps, 3e-4 * 0.05)
+    opt = optax.adamw(schedule, weight_decay=0.01)
+    opt_state = opt.init(params)
+
+    @jax.jit
+    def step(p: Any, s: Any, k: jax.Array) -> tuple[Any, Any, jax.Array]:
+        i = jax.random.randint(k, (512,), 0, x_train.shape[0])
+        loss, g = jax.value_and_grad(lambda p: ((mlp(p, x_train[i]) - y_train[i]) ** 2).mean())(p)
+        updates, s = opt.update(g, s, p)
+        return optax.apply_updates(p, updates), s, loss
+
+    predict = jax.jit(mlp)
+    t0 = time.time()
+    for n in range(args.steps):
+        params, opt_state, loss = step(params, opt_state, jax.random.fold_in(key, 10_000 + n))
+        if n % 2000 == 0 or n == args.steps - 1:
+            err = np.abs(np.asarray(predict(params, x_held)) - y_held).mean(1)
+            by_tick = {f"{lo}-{min(hi, 999) - 1}": float(err[(tick_held >= lo) & (tick_held < hi)].mean())
+                       for lo, hi in TICK_RANGES if ((tick_held >= lo) & (tick_held < hi)).any()}  # fmt: skip
+            row = {"step": n, "loss": float(loss), "held_mae": float(err.mean()), "held_mae_by_tick": by_tick,
+                   "wall_s": round(time.time() - t0, 1)}  # fmt: skip
+            print(json.dumps(row), flush=True)
+
+
+if __name__ == "__main__":
+    main()
