@@ -4,7 +4,10 @@ A probe of the input's scaling, not a policy: an MLP (``--width``, four hidden l
 error to the recorded action at each state, on standardised observations (each dimension's mean removed, divided by
 its std floored at flow BC's ``OBS_SCALE_FLOOR``) multiplied by ``--gain``, its first layer's start divided by
 ``--init-divide``. ``--episodes`` episodes are held out; every 2,000 steps and at the end it prints one JSON line with
-the held-out mean absolute error, overall and over tick ranges. Flow BC's ``task.obs_gain`` is the same change of
+the held-out mean absolute error, overall and over tick ranges. With ``--linear-ticks``, it first prints the same error
+of a least-squares fit per episode tick (the action as an affine function of the observation's varying dimensions, one
+fit per tick), from the observations as stored and rounded to float16: how much of the action the observation at a
+known tick explains, and what half precision loses of it. Flow BC's ``task.obs_gain`` is the same change of
 scale with ``--init-divide`` equal to the gain (MODEL_CARD.md, session 25: on the lander, gain 10 cuts the error over
 ticks 0-7 from 0.028 to 0.0095).
 
@@ -39,6 +42,7 @@ def main() -> None:
     parser.add_argument("--init-divide", type=float, default=1.0, help="divides the first layer's initial weights")
     parser.add_argument("--episodes", type=int, default=200, help="episodes held out")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--linear-ticks", type=int, nargs="*", default=[], help="ticks to fit one linear map each at")
     args = parser.parse_args()
     if not Path(args.recording).is_file():
         parser.error(f"recording: {args.recording} not found")
@@ -59,6 +63,18 @@ def main() -> None:
     tick, episode = episode_ticks(done), np.r_[0, np.cumsum(done)[:-1]]
     rng = np.random.default_rng(args.seed)
     held = np.isin(episode, rng.choice(episode.max() + 1, min(args.episodes, episode.max()), replace=False))
+    varying = obs.std(0) > 1e-3
+    for t in args.linear_ticks:
+        fit, test = (tick == t) & ~held, (tick == t) & held
+        if not (fit.any() and test.any()):
+            continue
+        row: dict[str, Any] = {"tick": t, "fit_states": int(fit.sum()), "held_states": int(test.sum())}
+        for name, x in (("linear_mae", obs), ("linear_mae_float16", obs.astype(np.float16).astype(np.float32))):
+            design = np.c_[x[:, varying].astype(np.float64), np.ones(len(x))]
+            w = np.linalg.lstsq(design[fit], action[fit], rcond=None)[0]
+            row[name] = float(np.abs(design[test] @ w - action[test]).mean())
+        row["action_spread"] = float(np.abs(action[test] - action[test].mean(0)).mean())
+        print(json.dumps(row), flush=True)
     mean, scale = obs[~held].mean(0), np.maximum(obs[~held].std(0), OBS_SCALE_FLOOR)
     z = (obs - mean) / scale * args.gain
     x_train, y_train = jnp.asarray(z[~held]), jnp.asarray(action[~held])

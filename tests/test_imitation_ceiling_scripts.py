@@ -79,7 +79,10 @@ def test_first_action_probe_fits_and_reports_by_tick(tmp_path):
     data = tmp_path / "data.npz"
     recording(data, episodes=8, length=12)
     out = rows(run("first_action_probe.py", str(data), "--steps", "301", "--width", "32", "--episodes", "2",
-                   "--gain", "10", "--init-divide", "10"))  # fmt: skip
+                   "--gain", "10", "--init-divide", "10", "--linear-ticks", "0", "3"))  # fmt: skip
+    linear, out = out[:2], out[2:]
+    assert [(r["tick"], r["fit_states"], r["held_states"]) for r in linear] == [(0, 6, 2), (3, 6, 2)]
+    assert all(r["linear_mae"] < 1e-6 for r in linear)  # every held-out state has its copy among the fitted ones
     assert [r["step"] for r in out] == [0, 300]
     assert set(out[-1]["held_mae_by_tick"]) == {"0-7", "8-15"}  # episodes of 12 ticks
     # the held-out episodes are copies of the trained ones: the fit's error falls
