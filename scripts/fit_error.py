@@ -7,7 +7,8 @@ first action it samples at a recorded state and the action recorded there. For `
 - the nearest recorded state outside those episodes (``scripts/knn_policy.py``'s k = 1 imitator; Euclidean on the
   standardised dimensions that vary): how much the recording itself says about a state it has not seen;
 - each ``--checkpoint``'s first action from the flow sampler (5 Euler steps, as the evaluations) started from zero
-  noise (``mae_mean``) and from unit noise (``mae_sample``, the benchmark's sampler).
+  noise (``mae_mean``, and over episode-tick ranges ``mae_mean_by_tick``) and from unit noise (``mae_sample``, the
+  benchmark's sampler).
 
 The checkpoints are usually trained on these very states, so their error is an optimistic one: a network whose
 error on its own training states stays well above the nearest neighbour's on unseen ones under-fits.
@@ -25,9 +26,11 @@ import json
 from pathlib import Path
 from typing import Any
 
-from nearest_demo import nearest  # scripts/: the nearest-state search of session 17
+from nearest_demo import episode_ticks, nearest  # scripts/: the nearest-state search of session 17
 
 from rtc_sweep.runtime import configure_host_devices
+
+TICK_RANGES = ((0, 8), (8, 16), (16, 24), (24, 40), (40, 1000))  # mae_mean_by_tick's episode-tick ranges
 
 
 def main() -> None:
@@ -76,14 +79,18 @@ def main() -> None:
     def first(params: Any, o: jax.Array, noise: jax.Array) -> jax.Array:
         return _naive(bind(model, params, o.shape[1], A), o, noise, 5)[:, 0]
 
-    o = jnp.asarray(obs[query])
+    o, tick = jnp.asarray(obs[query]), episode_ticks(done)[query]
     unit = jax.random.normal(jax.random.key(args.seed), (len(query), H, A))
     for path in args.checkpoint:
         params = load_policy(path, model, obs.shape[1], A)
         mean = np.asarray(first(params, o, jnp.zeros((len(query), H, A))))
         sample = np.asarray(first(params, o, unit))
-        rows.append({"imitator": path, "states": len(query), "mae_mean": float(np.abs(mean - action[query]).mean()),
-                     "mae_sample": float(np.abs(sample - action[query]).mean())})  # fmt: skip
+        err = np.abs(mean - action[query]).mean(1)
+        by_tick = {f"{lo}-{hi - 1}": float(err[(tick >= lo) & (tick < hi)].mean())
+                   for lo, hi in TICK_RANGES if ((tick >= lo) & (tick < hi)).any()}  # fmt: skip
+        rows.append({"imitator": path, "states": len(query), "mae_mean": float(err.mean()),
+                     "mae_sample": float(np.abs(sample - action[query]).mean()),
+                     "mae_mean_by_tick": by_tick})  # fmt: skip
     for row in rows:
         print(json.dumps(row), flush=True)
 

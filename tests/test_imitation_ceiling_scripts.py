@@ -45,6 +45,7 @@ def test_fit_error_finds_the_exact_copy_and_measures_each_checkpoint(tmp_path):
     assert out[1]["imitator"] == str(POLICY)
     assert 0.0 < out[1]["mae_mean"] < 2.0 and 0.0 < out[1]["mae_sample"] < 2.0
     assert out[1]["mae_mean"] != out[1]["mae_sample"]  # zero noise and unit noise give different first actions
+    assert set(out[1]["mae_mean_by_tick"]) == {"0-7", "8-15"}  # episodes of 10 ticks
 
 
 def test_knn_policy_plays_each_variant_on_the_real_env(tmp_path):
