@@ -1,10 +1,11 @@
 """How well a plain MLP regresses a recording's first action from the observation, by episode tick.
 
 A probe of the input's scaling, not a policy: an MLP (``--width``, four hidden layers, swish) is fitted by mean squared
-error to the recorded action at each state, on standardised observations (each dimension's mean removed, divided by
-its std floored at flow BC's ``OBS_SCALE_FLOOR``) multiplied by ``--gain``, its first layer's start divided by
-``--init-divide``. ``--episodes`` episodes are held out; every 2,000 steps and at the end it prints one JSON line with
-the held-out mean absolute error, overall and over tick ranges. With ``--linear-ticks``, it first prints the same error
+error (or, with ``--objective flow``, by the flow-matching loss) to the recorded action at each state, on
+standardised observations (each dimension's mean removed, divided by its std floored at flow BC's
+``OBS_SCALE_FLOOR``) multiplied by ``--gain``, its first layer's start divided by ``--init-divide``.
+``--episodes`` episodes are held out; every 2,000 steps and at the end it prints one JSON line with the held-out mean
+absolute error, overall and over tick ranges. With ``--linear-ticks``, it first prints the same error
 of a least-squares fit per episode tick (the action as an affine function of the observation's varying dimensions, one
 fit per tick), from the observations as stored and rounded to float16: how much of the action the observation at a
 known tick explains, and what half precision loses of it. Flow BC's ``task.obs_gain`` is the same change of
@@ -42,6 +43,13 @@ def main() -> None:
     parser.add_argument("--init-divide", type=float, default=1.0, help="divides the first layer's initial weights")
     parser.add_argument("--episodes", type=int, default=200, help="episodes held out")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--objective",
+        choices=("mse", "flow"),
+        default="mse",
+        help="flow: the benchmark's flow-matching loss on the first action (x_t = (1-t) noise + t a, "
+        "target a - noise; the MLP reads [obs, x_t, t]), measured after 5 Euler steps from zero noise",
+    )
     parser.add_argument("--linear-ticks", type=int, nargs="*", default=[], help="ticks to fit one linear map each at")
     args = parser.parse_args()
     if not Path(args.recording).is_file():
@@ -81,7 +89,8 @@ def main() -> None:
     x_held, y_held, tick_held = jnp.asarray(z[held]), action[held], tick[held]
 
     key = jax.random.key(args.seed)
-    sizes = [obs.shape[1], *[args.width] * 4, action.shape[1]]
+    A, flow = action.shape[1], args.objective == "flow"
+    sizes = [obs.shape[1] + (A + 1 if flow else 0), *[args.width] * 4, A]
     params = [
         (jax.random.normal(jax.random.fold_in(key, i), (a, b)) / np.sqrt(a) / (args.init_divide if i == 0 else 1.0),
          jnp.zeros(b))
@@ -97,14 +106,32 @@ def main() -> None:
     opt = optax.adamw(schedule, weight_decay=0.01)
     opt_state = opt.init(params)
 
+    def loss_fn(p: Any, k: jax.Array) -> jax.Array:
+        i = jax.random.randint(k, (512,), 0, x_train.shape[0])
+        x, y = x_train[i], y_train[i]
+        if not flow:
+            return ((mlp(p, x) - y) ** 2).mean()
+        t = jax.random.uniform(jax.random.fold_in(k, 1), (512, 1))
+        noise = jax.random.normal(jax.random.fold_in(k, 2), y.shape)
+        v = mlp(p, jnp.concatenate([x, (1 - t) * noise + t * y, t], axis=1))
+        return ((v - (y - noise)) ** 2).mean()
+
     @jax.jit
     def step(p: Any, s: Any, k: jax.Array) -> tuple[Any, Any, jax.Array]:
-        i = jax.random.randint(k, (512,), 0, x_train.shape[0])
-        loss, g = jax.value_and_grad(lambda p: ((mlp(p, x_train[i]) - y_train[i]) ** 2).mean())(p)
+        loss, g = jax.value_and_grad(loss_fn)(p, k)
         updates, s = opt.update(g, s, p)
         return optax.apply_updates(p, updates), s, loss
 
-    predict = jax.jit(mlp)
+    @jax.jit
+    def predict(p: Any, x: jax.Array) -> jax.Array:
+        if not flow:
+            return mlp(p, x)
+        a = jnp.zeros((x.shape[0], A))
+        for n in range(5):  # the evaluations' 5 Euler steps, from zero noise
+            t = jnp.full((x.shape[0], 1), n / 5)
+            a = a + 0.2 * mlp(p, jnp.concatenate([x, a, t], axis=1))
+        return a
+
     t0 = time.time()
     for n in range(args.steps):
         params, opt_state, loss = step(params, opt_state, jax.random.fold_in(key, 10_000 + n))
