@@ -50,12 +50,13 @@ def main() -> None:
         help="flow: the benchmark's flow-matching loss on the first action (x_t = (1-t) noise + t a, "
         "target a - noise; the MLP reads [obs, x_t, t]), measured after 5 Euler steps from zero noise",
     )
+    parser.add_argument("--draws", type=int, default=1, help="flow: (t, noise) draws per state in each batch")
     parser.add_argument("--linear-ticks", type=int, nargs="*", default=[], help="ticks to fit one linear map each at")
     args = parser.parse_args()
     if not Path(args.recording).is_file():
         parser.error(f"recording: {args.recording} not found")
-    if args.steps < 1 or args.width < 1 or args.gain <= 0 or args.init_divide <= 0:
-        parser.error("--steps and --width: >= 1; --gain and --init-divide: > 0")
+    if min(args.steps, args.width, args.draws) < 1 or args.gain <= 0 or args.init_divide <= 0:
+        parser.error("--steps, --width and --draws: >= 1; --gain and --init-divide: > 0")
 
     configure_host_devices()
     import jax
@@ -111,7 +112,8 @@ def main() -> None:
         x, y = x_train[i], y_train[i]
         if not flow:
             return ((mlp(p, x) - y) ** 2).mean()
-        t = jax.random.uniform(jax.random.fold_in(k, 1), (512, 1))
+        x, y = jnp.tile(x, (args.draws, 1)), jnp.tile(y, (args.draws, 1))  # the same states, other (t, noise)
+        t = jax.random.uniform(jax.random.fold_in(k, 1), (x.shape[0], 1))
         noise = jax.random.normal(jax.random.fold_in(k, 2), y.shape)
         v = mlp(p, jnp.concatenate([x, (1 - t) * noise + t * y, t], axis=1))
         return ((v - (y - noise)) ** 2).mean()

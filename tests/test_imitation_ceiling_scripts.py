@@ -88,9 +88,9 @@ def test_first_action_probe_fits_and_reports_by_tick(tmp_path):
     assert set(out[-1]["held_mae_by_tick"]) == {"0-7", "8-15"}  # episodes of 12 ticks
     # the held-out episodes are copies of the trained ones: the fit's error falls
     assert out[-1]["held_mae"] < 0.5 * out[0]["held_mae"]
-    # the flow-matching objective: its first action from 5 Euler steps, fitted as well
+    # the flow-matching objective (two (t, noise) draws per state): its first action from 5 Euler steps, fitted too
     flow = rows(run("first_action_probe.py", str(data), "--steps", "301", "--width", "32", "--episodes", "2",
-                    "--objective", "flow"))  # fmt: skip
+                    "--objective", "flow", "--draws", "2"))  # fmt: skip
     assert [r["step"] for r in flow] == [0, 300] and flow[-1]["held_mae"] < 0.7 * flow[0]["held_mae"]
     bad = run("first_action_probe.py", str(data), "--gain", "0")
     assert bad.returncode == 2 and "--gain" in bad.stderr
