@@ -27,11 +27,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from nearest_demo import episode_ticks  # scripts/: the recording's tick per row
+from nearest_demo import by_tick, episode_ticks, held_episodes  # scripts/: the tick per row, held-out draws
 
 from rtc_sweep.runtime import configure_host_devices
-
-TICK_RANGES = ((0, 8), (8, 16), (16, 24), (24, 40), (40, 10**9))
 
 
 def main() -> None:
@@ -64,14 +62,12 @@ def main() -> None:
     import numpy as np
     import optax
 
-    from rtc_sweep.train.flow_bc import OBS_SCALE_FLOOR
+    from rtc_sweep.train.flow_bc import obs_normalizer
 
     with np.load(args.recording) as d:
         obs = np.nan_to_num(d["obs"].astype(np.float32), posinf=0.0, neginf=0.0)
         action, done = d["action"].astype(np.float32), d["done"].astype(bool)
-    tick, episode = episode_ticks(done), np.r_[0, np.cumsum(done)[:-1]]
-    rng = np.random.default_rng(args.seed)
-    held = np.isin(episode, rng.choice(episode.max() + 1, min(args.episodes, episode.max()), replace=False))
+    tick, held = episode_ticks(done), held_episodes(done, args.episodes, np.random.default_rng(args.seed))
     varying = obs.std(0) > 1e-3
     for t in args.linear_ticks:
         fit, test = (tick == t) & ~held, (tick == t) & held
@@ -84,7 +80,7 @@ def main() -> None:
             row[name] = float(np.abs(design[test] @ w - action[test]).mean())
         row["action_spread"] = float(np.abs(action[test] - action[test].mean(0)).mean())
         print(json.dumps(row), flush=True)
-    mean, scale = obs[~held].mean(0), np.maximum(obs[~held].std(0), OBS_SCALE_FLOOR)
+    mean, scale = obs_normalizer(obs[~held])  # flow BC's standardisation, from the fitted episodes
     z = (obs - mean) / scale * args.gain
     x_train, y_train = jnp.asarray(z[~held]), jnp.asarray(action[~held])
     x_held, y_held, tick_held = jnp.asarray(z[held]), action[held], tick[held]
@@ -139,9 +135,8 @@ def main() -> None:
         params, opt_state, loss = step(params, opt_state, jax.random.fold_in(key, 10_000 + n))
         if n % 2000 == 0 or n == args.steps - 1:
             err = np.abs(np.asarray(predict(params, x_held)) - y_held).mean(1)
-            by_tick = {f"{lo}-{min(hi, 999) - 1}": float(err[(tick_held >= lo) & (tick_held < hi)].mean())
-                       for lo, hi in TICK_RANGES if ((tick_held >= lo) & (tick_held < hi)).any()}  # fmt: skip
-            row = {"step": n, "loss": float(loss), "held_mae": float(err.mean()), "held_mae_by_tick": by_tick,
+            row = {"step": n, "loss": float(loss), "held_mae": float(err.mean()),
+                   "held_mae_by_tick": by_tick(err, tick_held),
                    "wall_s": round(time.time() - t0, 1)}  # fmt: skip
             print(json.dumps(row), flush=True)
 

@@ -26,11 +26,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from nearest_demo import episode_ticks, nearest  # scripts/: the nearest-state search of session 17
+from nearest_demo import by_tick, episode_ticks, held_episodes, nearest  # scripts/: session 17's helpers
 
 from rtc_sweep.runtime import configure_host_devices
-
-TICK_RANGES = ((0, 8), (8, 16), (16, 24), (24, 40), (40, 1000))  # mae_mean_by_tick's episode-tick ranges
 
 
 def main() -> None:
@@ -61,9 +59,8 @@ def main() -> None:
     with np.load(args.recording) as d:
         obs, action, done = d["obs"], d["action"].astype(np.float32), d["done"]
     obs = np.nan_to_num(obs.astype(np.float32), posinf=0.0, neginf=0.0)
-    episode = np.r_[0, np.cumsum(done)[:-1]]
     rng = np.random.default_rng(args.seed)
-    held = np.isin(episode, rng.choice(episode.max() + 1, min(args.episodes, episode.max()), replace=False))
+    held = held_episodes(done, args.episodes, rng)
     query = rng.choice(np.flatnonzero(held), min(args.states, int(held.sum())), replace=False)
 
     spread = obs.std(0)
@@ -86,11 +83,9 @@ def main() -> None:
         mean = np.asarray(first(params, o, jnp.zeros((len(query), H, A))))
         sample = np.asarray(first(params, o, unit))
         err = np.abs(mean - action[query]).mean(1)
-        by_tick = {f"{lo}-{hi - 1}": float(err[(tick >= lo) & (tick < hi)].mean())
-                   for lo, hi in TICK_RANGES if ((tick >= lo) & (tick < hi)).any()}  # fmt: skip
         rows.append({"imitator": path, "states": len(query), "mae_mean": float(err.mean()),
                      "mae_sample": float(np.abs(sample - action[query]).mean()),
-                     "mae_mean_by_tick": by_tick})  # fmt: skip
+                     "mae_mean_by_tick": by_tick(err, tick)})  # fmt: skip
     for row in rows:
         print(json.dumps(row), flush=True)
 

@@ -31,6 +31,21 @@ def episode_ticks(done: np.ndarray) -> np.ndarray:
     return idx - np.maximum.accumulate(np.where(start, idx, 0))
 
 
+TICK_RANGES = ((0, 8), (8, 16), (16, 24), (24, 40), (40, 1000))  # by_tick's episode-tick ranges
+
+
+def held_episodes(done: np.ndarray, episodes: int, rng: np.random.Generator) -> np.ndarray:
+    """bool [N]: the rows of ``episodes`` whole episodes drawn with ``rng`` (never all of them)."""
+    episode = np.r_[0, np.cumsum(done)[:-1]]
+    return np.isin(episode, rng.choice(episode.max() + 1, min(episodes, episode.max()), replace=False))
+
+
+def by_tick(err: np.ndarray, tick: np.ndarray) -> dict[str, float]:
+    """The mean of ``err`` [N] over each ``TICK_RANGES`` range of ``tick`` [N] that has rows, as ``"lo-hi"``."""
+    return {f"{lo}-{hi - 1}": float(err[(tick >= lo) & (tick < hi)].mean())
+            for lo, hi in TICK_RANGES if ((tick >= lo) & (tick < hi)).any()}  # fmt: skip
+
+
 def nearest(queries: np.ndarray, table: np.ndarray, block: int = 500) -> np.ndarray:
     """[Q]: the row of ``table`` nearest to each query (squared Euclidean distance)."""
     norms = (table**2).sum(1)
