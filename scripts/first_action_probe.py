@@ -49,12 +49,24 @@ def main() -> None:
         "target a - noise; the MLP reads [obs, x_t, t]), measured after 5 Euler steps from zero noise",
     )
     parser.add_argument("--draws", type=int, default=1, help="flow: (t, noise) draws per state in each batch")
+    parser.add_argument(
+        "--time",
+        choices=("uniform", "grid"),
+        default="uniform",
+        help="flow: t ~ U(0, 1) (the benchmark's), or only the 5 Euler steps' times 0, 0.2, ..., 0.8",
+    )
+    parser.add_argument(
+        "--horizon", type=int, default=1, help="flow: fit action chunks this long (flow BC masking), measure the first"
+    )
+    parser.add_argument(
+        "--position-decay", type=float, default=1.0, help="flow: weight chunk position i by decay**i in the loss"
+    )
     parser.add_argument("--linear-ticks", type=int, nargs="*", default=[], help="ticks to fit one linear map each at")
     args = parser.parse_args()
     if not Path(args.recording).is_file():
         parser.error(f"recording: {args.recording} not found")
-    if min(args.steps, args.width, args.draws) < 1 or args.gain <= 0 or args.init_divide <= 0:
-        parser.error("--steps, --width and --draws: >= 1; --gain and --init-divide: > 0")
+    if min(args.steps, args.width, args.draws, args.horizon) < 1 or args.gain <= 0 or args.init_divide <= 0:
+        parser.error("--steps, --width, --draws and --horizon: >= 1; --gain and --init-divide: > 0")
 
     configure_host_devices()
     import jax
@@ -67,6 +79,7 @@ def main() -> None:
     with np.load(args.recording) as d:
         obs = np.nan_to_num(d["obs"].astype(np.float32), posinf=0.0, neginf=0.0)
         action, done = d["action"].astype(np.float32), d["done"].astype(bool)
+    flow = args.objective == "flow"
     tick, held = episode_ticks(done), held_episodes(done, args.episodes, np.random.default_rng(args.seed))
     varying = obs.std(0) > 1e-3
     for t in args.linear_ticks:
@@ -82,11 +95,17 @@ def main() -> None:
         print(json.dumps(row), flush=True)
     mean, scale = obs_normalizer(obs[~held])  # flow BC's standardisation, from the fitted episodes
     z = (obs - mean) / scale * args.gain
-    x_train, y_train = jnp.asarray(z[~held]), jnp.asarray(action[~held])
+    H = args.horizon if flow else 1
+    idx = np.minimum(np.arange(len(done))[:, None] + np.arange(H), len(done) - 1)  # [N, H]
+    kept = np.cumsum(np.r_[done, True][idx], axis=1) == 0  # flow BC's chunk_at: zeros from the first done on
+    kept[:, 0] = True  # the first action is always the row's own
+    chunks = np.where(kept[:, :, None], action[idx], 0.0).reshape(len(done), -1)  # [N, H * A]
+    x_train, y_train = jnp.asarray(z[~held]), jnp.asarray(chunks[~held])
     x_held, y_held, tick_held = jnp.asarray(z[held]), action[held], tick[held]
 
     key = jax.random.key(args.seed)
-    A, flow = action.shape[1], args.objective == "flow"
+    A = action.shape[1] * H
+    weights = jnp.asarray(args.position_decay ** np.arange(H) / (args.position_decay ** np.arange(H)).sum())
     sizes = [obs.shape[1] + (A + 1 if flow else 0), *[args.width] * 4, A]
     params = [
         (jax.random.normal(jax.random.fold_in(key, i), (a, b)) / np.sqrt(a) / (args.init_divide if i == 0 else 1.0),
@@ -109,10 +128,14 @@ def main() -> None:
         if not flow:
             return ((mlp(p, x) - y) ** 2).mean()
         x, y = jnp.tile(x, (args.draws, 1)), jnp.tile(y, (args.draws, 1))  # the same states, other (t, noise)
-        t = jax.random.uniform(jax.random.fold_in(k, 1), (x.shape[0], 1))
+        if args.time == "grid":
+            t = jax.random.randint(jax.random.fold_in(k, 1), (x.shape[0], 1), 0, 5) / 5
+        else:
+            t = jax.random.uniform(jax.random.fold_in(k, 1), (x.shape[0], 1))
         noise = jax.random.normal(jax.random.fold_in(k, 2), y.shape)
         v = mlp(p, jnp.concatenate([x, (1 - t) * noise + t * y, t], axis=1))
-        return ((v - (y - noise)) ** 2).mean()
+        sq = ((v - (y - noise)) ** 2).reshape(x.shape[0], H, -1).mean(2)  # [B, H]
+        return (sq * weights).sum(1).mean()
 
     @jax.jit
     def step(p: Any, s: Any, k: jax.Array) -> tuple[Any, Any, jax.Array]:
@@ -134,7 +157,7 @@ def main() -> None:
     for n in range(args.steps):
         params, opt_state, loss = step(params, opt_state, jax.random.fold_in(key, 10_000 + n))
         if n % 2000 == 0 or n == args.steps - 1:
-            err = np.abs(np.asarray(predict(params, x_held)) - y_held).mean(1)
+            err = np.abs(np.asarray(predict(params, x_held))[:, : action.shape[1]] - y_held).mean(1)
             row = {"step": n, "loss": float(loss), "held_mae": float(err.mean()),
                    "held_mae_by_tick": by_tick(err, tick_held),
                    "wall_s": round(time.time() - t0, 1)}  # fmt: skip

@@ -12,7 +12,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from rtc_sweep.core.checkpoint import load_policy
-from rtc_sweep.core.policy import MODEL_PRESETS, velocity
+from rtc_sweep.core.policy import MODEL_PRESETS, flow_loss, velocity
 from rtc_sweep.train import config as train_config
 from rtc_sweep.train.collect import CollectConfig, collect
 from rtc_sweep.train.flow_bc import (
@@ -27,6 +27,7 @@ from rtc_sweep.train.flow_bc import (
     make_optimizer,
     obs_normalizer,
     padded_stream,
+    position_weights,
     split_episodes,
     train_flow,
     unfold_obs_norm,
@@ -247,6 +248,34 @@ def test_obs_gain_starts_from_the_same_function_and_scales_the_folded_statistics
     with np.load(tmp_path / "bc" / "obs_norm.npz") as f:
         half = np.asarray(stream.obs).astype(np.float16)
         np.testing.assert_allclose(f["scale"], obs_normalizer(half)[1] / 10.0, rtol=1e-5)
+
+
+def test_position_decay_weights_the_chunk_positions_and_is_recorded(tmp_path):
+    assert position_weights(8, 1.0) is None  # the benchmark's equal weights
+    w = np.asarray(position_weights(8, 0.5))
+    np.testing.assert_allclose(w.mean(), 1.0, rtol=1e-6)
+    np.testing.assert_allclose(w[1:] / w[:-1], 0.5, rtol=1e-6)
+    params = initial_params(FlowBCConfig(data_path="", run_dir="", model=SMALL), jax.random.key(0), 5, 2)
+    rng = np.random.default_rng(0)
+    obs = jnp.asarray(rng.normal(size=(16, 5)), jnp.float32)
+    actions = jnp.asarray(rng.normal(size=(16, SMALL.action_chunk_size, 2)), jnp.float32)
+    key = jax.random.key(1)
+    plain = flow_loss(params, SMALL, key, obs, actions)
+    ones = jnp.ones(SMALL.action_chunk_size)
+    np.testing.assert_allclose(flow_loss(params, SMALL, key, obs, actions, position_weight=ones), plain, rtol=1e-6)
+    # all the weight on position 0: the other positions' targets no longer count
+    first = jnp.zeros(SMALL.action_chunk_size).at[0].set(SMALL.action_chunk_size)
+    other = actions.at[:, 1:].set(0.0)
+    np.testing.assert_allclose(
+        flow_loss(params, SMALL, key, obs, other, position_weight=first),
+        flow_loss(params, SMALL, key, obs, actions, position_weight=first),
+        rtol=1e-6,
+    )
+    assert not np.isclose(float(flow_loss(params, SMALL, key, obs, other)), float(plain))
+    cfg = bc_config(tmp_path, episodes_stream(), num_epochs=2, max_steps_per_epoch=8, position_decay=0.5)
+    history = train_flow(cfg, progress=False)
+    assert history[-1]["loss"] < history[0]["loss_first"]
+    assert json.loads((tmp_path / "bc" / "config.json").read_text())["position_decay"] == 0.5
 
 
 def test_held_out_episodes_are_whole_never_trained_on_and_their_loss_is_logged(tmp_path):

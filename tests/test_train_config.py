@@ -199,6 +199,8 @@ def test_the_defaults_that_disagreed_are_the_command_lines() -> None:
         (["task=flow", "task.run_path=r", "task.num_epochs=0"], "task.num_epochs", "allowed: >= 1"),
         (["task=flow", "task.run_path=r", "task.obs_gain=10"], "task.obs_gain", "needs task.normalize_obs"),
         (["task=flow", "task.run_path=r", "task.normalize_obs=true", "task.obs_gain=0"], "task.obs_gain", "> 0"),
+        (["task=flow", "task.run_path=r", "task.position_decay=0"], "task.position_decay", "(0, 1]"),
+        (["task=flow", "task.run_path=r", "task.position_decay=1.5"], "task.position_decay", "(0, 1]"),
         (["task=flow", "task.run_path=r", "task.val_fraction=1.0"], "task.val_fraction", "allowed: a share in [0, 1)"),
         (["task=flow"], "task.data_path", "task.run_path="),
         (["task=collect"], "task.run_path", "the expert run"),

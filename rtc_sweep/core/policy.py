@@ -343,6 +343,7 @@ def flow_loss(
     obs: jax.Array,
     actions: jax.Array,
     loss_mask: jax.Array | None = None,
+    position_weight: jax.Array | None = None,
 ) -> jax.Array:
     """The benchmark's flow-matching BC loss (a scalar); training-time RTC's loss when ``simulated_delay`` is set.
     ``config`` is any model spec (the mixer's ``ModelConfig`` or a ``network.NetworkConfig``).
@@ -353,6 +354,8 @@ def flow_loss(
 
     ``loss_mask`` [B, H] (1 = valid position) is an optional extra mask. The benchmark itself has none: it zeroes
     the actions after an episode's end and trains on those zeros, which is what ``loss_mask=None`` reproduces.
+
+    ``position_weight`` [H] (mean 1) multiplies each chunk position's squared error; None: all 1 (the benchmark).
     Masked averages divide by (valid elements + 1e-8), valid elements counting the action dimension, so that with
     nothing masked they equal the plain MSE.
     """
@@ -377,6 +380,8 @@ def flow_loss(
             valid = valid * loss_mask.astype(jnp.float32)
 
     sq_err = jnp.square(v - (actions - noise))  # [B, H, A]
+    if position_weight is not None:
+        sq_err = sq_err * position_weight[None, :, None]
     if valid is None:
         return jnp.mean(sq_err)
     return jnp.sum(sq_err * valid[:, :, None]) / (jnp.sum(valid) * A + 1e-8)

@@ -248,6 +248,8 @@ def _check_flow(cfg: FlowBCConfig) -> None:
         raise ConfigError("task.obs_gain", f"{cfg.obs_gain}; allowed: > 0")
     if cfg.obs_gain != 1.0 and not cfg.normalize_obs:
         raise ConfigError("task.obs_gain", f"{cfg.obs_gain} needs task.normalize_obs=true; allowed: 1 without it")
+    if not 0.0 < cfg.position_decay <= 1.0:
+        raise ConfigError("task.position_decay", f"{cfg.position_decay}; allowed: (0, 1] (1: equal weights)")
 
 
 def _check_ppo(cfg: PPOConfig) -> None:

@@ -167,20 +167,34 @@ def train_state_like(
     )
 
 
+def position_weights(H: int, decay: float) -> jax.Array | None:
+    """[H] weights ``decay ** i`` scaled to mean 1, or None for decay 1 (the benchmark's equal weights)."""
+    if decay == 1.0:
+        return None
+    w = np.float32(decay) ** np.arange(H, dtype=np.float32)
+    return jnp.asarray(w * (H / w.sum()))
+
+
 def make_fit(
-    model: network.ModelSpec, optimizer: optax.GradientTransformation, batch_size: int, num_steps: int
+    model: network.ModelSpec,
+    optimizer: optax.GradientTransformation,
+    batch_size: int,
+    num_steps: int,
+    position_decay: float = 1.0,
 ) -> Callable[..., tuple[TrainState, dict[str, jax.Array]]]:
     """Build jitted ``fit(state, key, stream, n=None) -> (state, metrics)``: ``num_steps`` gradient steps on random
     windows.
 
     Windows start in ``[0, n - H]``: ``n`` is the stream's length, or, given (traced), the length of the data in a
     stream padded past it, so that data that grows (DAgger) recompiles only when its padded size grows.
-    ``metrics`` hold per-step ``loss`` and ``grad_norm`` arrays ([num_steps]).
+    ``metrics`` hold per-step ``loss`` and ``grad_norm`` arrays ([num_steps]). ``position_decay`` < 1 weights
+    chunk position i by ``position_decay ** i`` (``position_weights``).
     """
     H = model.action_chunk_size
+    weight = position_weights(H, position_decay)
 
     def loss_fn(params: Params, key: jax.Array, obs: jax.Array, actions: jax.Array) -> jax.Array:
-        return flow_loss(params, model, key, obs, actions)
+        return flow_loss(params, model, key, obs, actions, position_weight=weight)
 
     @functools.partial(jax.jit, donate_argnums=(0,))
     def fit(
@@ -225,6 +239,8 @@ class FlowBCConfig:
     obs_gain: float = 1.0  # normalize_obs multiplies the standardised observation by it and a fresh network's
     #                        in_proj observation rows are divided by it: the same function at the start, input
     #                        weights that Adam moves obs_gain times faster relative to their size
+    position_decay: float = 1.0  # in (0, 1]: the loss weights chunk position i by position_decay ** i (mean 1);
+    #                               1: equal weights (the benchmark's)
 
 
 def run_settings(cfg: FlowBCConfig, steps_per_epoch: int) -> dict[str, Any]:
@@ -233,6 +249,8 @@ def run_settings(cfg: FlowBCConfig, steps_per_epoch: int) -> dict[str, Any]:
     normalized: dict[str, Any] = {"normalize_obs": True} if cfg.normalize_obs else {}  # absent: raw observations
     if cfg.normalize_obs and cfg.obs_gain != 1.0:
         normalized["obs_gain"] = cfg.obs_gain  # absent: 1
+    if cfg.position_decay != 1.0:
+        normalized["position_decay"] = cfg.position_decay  # absent: 1
     return {
         **held_out,
         **normalized,
@@ -357,10 +375,14 @@ def _normalized(stream: Stream, mean: np.ndarray, scale: np.ndarray, block: int 
     return stream._replace(obs=out)
 
 
-def make_val_loss(model: network.ModelSpec, stream: Stream, windows: int, batch_size: int) -> Callable[..., float]:
-    """``val_loss(params) -> float``: the flow loss on up to ``windows`` evenly spaced held-out windows, in batches
-    of ``batch_size``, with one fixed key (the same flow times and noise on every call)."""
+def make_val_loss(
+    model: network.ModelSpec, stream: Stream, windows: int, batch_size: int, position_decay: float = 1.0
+) -> Callable[..., float]:
+    """``val_loss(params) -> float``: the flow loss (training's position weights) on up to ``windows`` evenly
+    spaced held-out windows, in batches of ``batch_size``, with one fixed key (the same flow times and noise on
+    every call)."""
     H = model.action_chunk_size
+    weight = position_weights(H, position_decay)
     count = stream.action.shape[0] - H + 1
     if count < 1:
         raise ValueError(
@@ -378,7 +400,7 @@ def make_val_loss(model: network.ModelSpec, stream: Stream, windows: int, batch_
         def one(args: tuple[jax.Array, jax.Array]) -> jax.Array:
             start, k = args
             obs, actions = chunk_at(device, start, H)
-            return flow_loss(params, model, k, obs, actions)
+            return flow_loss(params, model, k, obs, actions, position_weight=weight)
 
         return jax.lax.map(one, (jnp.asarray(starts), keys)).mean()
 
@@ -408,7 +430,7 @@ def train_flow(cfg: FlowBCConfig, progress: bool = True) -> list[dict[str, float
 
     schedule = learning_rate_schedule(cfg.optim, total_steps=steps * cfg.num_epochs)
     optimizer = make_optimizer(cfg.optim, schedule)
-    fit = make_fit(cfg.model, optimizer, cfg.optim.batch_size, steps)
+    fit = make_fit(cfg.model, optimizer, cfg.optim.batch_size, steps, cfg.position_decay)
     key = jax.random.key(cfg.seed)
     done_epochs = completed_steps(run_dir)
     name = policy_file(cfg.level)
@@ -431,7 +453,11 @@ def train_flow(cfg: FlowBCConfig, progress: bool = True) -> list[dict[str, float
         run_dir, run_settings(cfg, steps), resuming=start_epoch > 0, at=("epoch", start_epoch), what="flow BC"
     )
     device_stream = Stream(*(jnp.asarray(x) for x in stream))
-    val_loss = None if held_out is None else make_val_loss(cfg.model, held_out, cfg.val_windows, cfg.optim.batch_size)
+    val_loss = (
+        None
+        if held_out is None
+        else make_val_loss(cfg.model, held_out, cfg.val_windows, cfg.optim.batch_size, cfg.position_decay)
+    )
     history = [json.loads((run_dir / str(e) / "stats.json").read_text()) for e in done_epochs if e < start_epoch]
     bar = tqdm(range(start_epoch, cfg.num_epochs), desc="flow BC", unit="epoch", disable=not progress)
     for epoch in bar:
