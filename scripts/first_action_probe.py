@@ -68,6 +68,8 @@ def main() -> None:
     if min(args.steps, args.width, args.draws, args.horizon) < 1 or args.gain <= 0 or args.init_divide <= 0:
         parser.error("--steps, --width, --draws and --horizon: >= 1; --gain and --init-divide: > 0")
 
+    if not 0 < args.position_decay <= 1:
+        parser.error("--position-decay: in (0, 1]")
     configure_host_devices()
     import jax
     import jax.numpy as jnp

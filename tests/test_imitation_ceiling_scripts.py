@@ -92,5 +92,11 @@ def test_first_action_probe_fits_and_reports_by_tick(tmp_path):
     flow = rows(run("first_action_probe.py", str(data), "--steps", "301", "--width", "32", "--episodes", "2",
                     "--objective", "flow", "--draws", "2"))  # fmt: skip
     assert [r["step"] for r in flow] == [0, 300] and flow[-1]["held_mae"] < 0.7 * flow[0]["held_mae"]
+    # whole 4-action chunks, positions weighted 0.5**i, flow times only at the Euler steps': the first action fitted
+    chunk = rows(run("first_action_probe.py", str(data), "--steps", "301", "--width", "32", "--episodes", "2",
+                     "--objective", "flow", "--horizon", "4", "--position-decay", "0.5", "--time", "grid"))  # fmt: skip
+    assert [r["step"] for r in chunk] == [0, 300] and chunk[-1]["held_mae"] < 0.7 * chunk[0]["held_mae"]
     bad = run("first_action_probe.py", str(data), "--gain", "0")
     assert bad.returncode == 2 and "--gain" in bad.stderr
+    bad = run("first_action_probe.py", str(data), "--horizon", "0")
+    assert bad.returncode == 2 and "--horizon" in bad.stderr
