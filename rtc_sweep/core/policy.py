@@ -354,10 +354,10 @@ def flow_loss(
 
     ``loss_mask`` [B, H] (1 = valid position) is an optional extra mask. The benchmark itself has none: it zeroes
     the actions after an episode's end and trains on those zeros, which is what ``loss_mask=None`` reproduces.
-
-    ``position_weight`` [H] (mean 1) multiplies each chunk position's squared error; None: all 1 (the benchmark).
     Masked averages divide by (valid elements + 1e-8), valid elements counting the action dimension, so that with
     nothing masked they equal the plain MSE.
+
+    ``position_weight`` [H] (mean 1) multiplies each chunk position's squared error; None: all 1 (the benchmark).
     """
     B, H, A = actions.shape
     time_key, noise_key, delay_key = jax.random.split(key, 3)
