@@ -67,16 +67,16 @@ def main() -> None:
         parser.error(f"recording: {args.recording} not found")
     if min(args.steps, args.width, args.draws, args.horizon) < 1 or args.gain <= 0 or args.init_divide <= 0:
         parser.error("--steps, --width, --draws and --horizon: >= 1; --gain and --init-divide: > 0")
-
     if not 0 < args.position_decay <= 1:
         parser.error("--position-decay: in (0, 1]")
+
     configure_host_devices()
     import jax
     import jax.numpy as jnp
     import numpy as np
     import optax
 
-    from rtc_sweep.train.flow_bc import obs_normalizer
+    from rtc_sweep.train.flow_bc import obs_normalizer, position_weights
 
     with np.load(args.recording) as d:
         obs = np.nan_to_num(d["obs"].astype(np.float32), posinf=0.0, neginf=0.0)
@@ -107,7 +107,7 @@ def main() -> None:
 
     key = jax.random.key(args.seed)
     A = action.shape[1] * H
-    weights = jnp.asarray(args.position_decay ** np.arange(H) / (args.position_decay ** np.arange(H)).sum())
+    weights = position_weights(H, args.position_decay)  # flow BC's (mean 1), or None
     sizes = [obs.shape[1] + (A + 1 if flow else 0), *[args.width] * 4, A]
     params = [
         (jax.random.normal(jax.random.fold_in(key, i), (a, b)) / np.sqrt(a) / (args.init_divide if i == 0 else 1.0),
@@ -137,7 +137,7 @@ def main() -> None:
         noise = jax.random.normal(jax.random.fold_in(k, 2), y.shape)
         v = mlp(p, jnp.concatenate([x, (1 - t) * noise + t * y, t], axis=1))
         sq = ((v - (y - noise)) ** 2).reshape(x.shape[0], H, -1).mean(2)  # [B, H]
-        return (sq * weights).sum(1).mean()
+        return (sq if weights is None else sq * weights).mean()
 
     @jax.jit
     def step(p: Any, s: Any, k: jax.Array) -> tuple[Any, Any, jax.Array]:
