@@ -23,12 +23,14 @@ command runs again). ``--add SWEEP_DIR...`` puts
 the cells of finished sweeps of the preset into the CSV (atomically) before drawing: only cells the record lacks;
 a cell it has already is kept, and the sweep's own value is printed beside it. A sweep of anything else (another
 delay profile, execute policy, seed or model than the record's, or not the shipped checkpoint) is refused, naming
-the key.
+the key. A checkpoint file with the same bytes as the level's shipped policy counts as the shipped checkpoint (a
+candidate's curve measured before it was moved into ``rtc_sweep/checkpoints``).
 """
 
 from __future__ import annotations
 
 import argparse
+import filecmp
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -46,6 +48,7 @@ from rtc_sweep.report.results import SOLVED
 
 ROOT = Path(__file__).resolve().parents[1]
 CELLS = ROOT / "docs" / "paper_curve.csv"
+SHIPPED = ROOT / "rtc_sweep" / "checkpoints"
 FIGURE = ROOT / "docs" / "paper_curve.png"
 PRESET = ROOT / "rtc_sweep" / "conf" / "experiment" / "paper_delay_curve.yaml"
 COLUMNS = ("level", "model", "method", "d", "s", "episodes", "solved_episodes")
@@ -105,6 +108,20 @@ REQUIRED = {"delay_profile.mode": "fixed", "execute_policy.mode": "adaptive", "e
             "execute_policy.estimator": "oracle", "checkpoint": "shipped", "seed": 0}  # fmt: skip
 
 
+def shipped_or_path(checkpoint: object, level: str, model: object) -> str:
+    """``shipped`` for a checkpoint file whose bytes are the shipped policy of its level and model (a candidate
+    measured before it was moved into the package), else the value as it is."""
+    value = str(checkpoint)
+    shipped = SHIPPED / level / str(model) / "policy.pkl"
+    if value in ("shipped", "random"):
+        return value
+    given = Path(value).expanduser()
+    found = next((p for p in (given, ROOT / given) if p.is_file()), None)
+    if found is not None and shipped.is_file() and filecmp.cmp(found, shipped, shallow=False):
+        return "shipped"
+    return value
+
+
 def sweep_cells(sweep: Path, cells: pd.DataFrame) -> pd.DataFrame:
     """A finished sweep's jobs as rows of the record, checked against the preset's settings and the record."""
     if not sweep.is_dir():
@@ -112,6 +129,9 @@ def sweep_cells(sweep: Path, cells: pd.DataFrame) -> pd.DataFrame:
     _, rows, _ = collect(sweep)
     if rows.empty:
         raise ValueError(f"--add: {sweep} has no finished job (results.csv)")
+    if "checkpoint" in rows.columns:
+        rows = rows.assign(checkpoint=[shipped_or_path(c, level, model) for c, level, model in
+                                       zip(rows["checkpoint"], rows["level"], rows["model"], strict=True)])  # fmt: skip
     for key, want in REQUIRED.items():
         got = sorted({str(v) for v in rows[key]}) if key in rows.columns else ["(absent)"]
         if got != [str(want)]:

@@ -204,3 +204,25 @@ def test_add_refuses_another_model_than_the_levels(tmp_path, gapped):
     assert out.returncode == 2 and f"the record's {level} is model={model}" in out.stderr
     out = run("--cells", str(gapped), "--add", str(tmp_path / "nowhere"), "--figure", str(tmp_path / "x.png"))
     assert out.returncode == 2 and "is not a folder" in out.stderr
+
+
+@pytest.mark.parametrize("same", [True, False])
+def test_add_takes_a_copy_of_the_shipped_policy_as_the_shipped_checkpoint(tmp_path, gapped, same):
+    """A candidate's curve is measured from its own file before the file moves into the package: the same bytes count
+    as the shipped checkpoint, another policy's do not."""
+    level, model, d = GAP
+    other = next(p for p in SHIPPED.glob(f"*/{model}/policy.pkl") if p.parent.parent.name != level)
+    candidate = tmp_path / "candidate.pkl"
+    shutil.copy(SHIPPED / level / model / "policy.pkl" if same else other, candidate)
+    record = tmp_path / "cells.csv"
+    shutil.copy(gapped, record)
+    sweep = tmp_path / "sweep"
+    curve_job(sweep, level, model, d, "bid", 0.25, f"checkpoint={candidate}")
+    out = run("--cells", str(record), "--add", str(sweep), "--figure", str(tmp_path / "x.png"))
+    if same:
+        assert out.returncode == 0 and f"added: {level} bid d = {d}: 0.250 (256 of 1024)" in out.stdout, out.stderr
+    else:
+        assert out.returncode == 2 and f"checkpoint is {candidate}; the record's cells have checkpoint=shipped" in (
+            out.stderr
+        ), out.stderr[-2000:]
+        assert record.read_bytes() == gapped.read_bytes()
