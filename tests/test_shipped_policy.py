@@ -13,7 +13,7 @@ from rtc_sweep.sweep.evaluate import evaluate, shipped_checkpoints
 
 def test_the_shipped_policies_are_in_the_package():
     shipped = {"grasp_easy/small", "cartpole_thrust/small", "catapult/default", "h17_unicycle/default",
-               "mjc_half_cheetah/default"}  # fmt: skip
+               "mjc_half_cheetah/default", "hard_lunar_lander/small"}  # fmt: skip
     assert shipped <= set(shipped_checkpoints())
 
 
@@ -26,6 +26,7 @@ def test_the_shipped_policies_are_in_the_package():
         ("catapult", "default", 0.7),  # MODEL_CARD.md: 0.809 of 2048 (seed 0)
         ("h17_unicycle", "default", 0.8),  # MODEL_CARD.md: 0.921 of 2048 (seed 0)
         ("mjc_half_cheetah", "default", 0.7),  # MODEL_CARD.md: 0.810 of 2048 (seed 0)
+        ("hard_lunar_lander", "small", 0.7),  # MODEL_CARD.md: 0.804 of 2048 (seed 0)
     ],
 )
 def test_shipped_policy_solves_with_naive_chunking_at_zero_delay(level, model, at_least):
