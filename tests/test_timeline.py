@@ -230,3 +230,24 @@ def test_evaluate_returns_every_column():
         assert col in row, col
     assert 0.0 <= row["returned_episode_solved"] <= 1.0
     assert row["d_max"] <= 4 and row["nfe_per_chunk"] > 0
+
+
+def test_a_micro_batch_kept_by_other_code_is_not_read(tmp_path):
+    """The partial files' fingerprint covers the rollout's source: a copy of it with one byte changed gives another
+    digest, and another digest another fingerprint, so a job resumed after an edit runs its batches again."""
+    from rtc_sweep.sweep.evaluate import ROLLOUT_SOURCE, code_digest, partial_fingerprint
+
+    core, this = ROLLOUT_SOURCE
+    copies = {name: tmp_path / name / "core" for name in ("same", "edited")}
+    for copy in copies.values():
+        copy.mkdir(parents=True)
+        for f in core.glob("*.py"):
+            (copy / f.name).write_bytes(f.read_bytes())
+    timeline_py = copies["edited"] / "timeline.py"
+    timeline_py.write_text(timeline_py.read_text() + "\n# edited\n")
+    assert code_digest((copies["same"], this)) == code_digest()
+    edited = code_digest((copies["edited"], this))
+    assert edited != code_digest()
+    prep = prepare(config())
+    assert partial_fingerprint(prep, 2) == partial_fingerprint(prep, 2, code=code_digest())
+    assert partial_fingerprint(prep, 2, code=edited) != partial_fingerprint(prep, 2)

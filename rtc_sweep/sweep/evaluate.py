@@ -5,12 +5,13 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import dataclasses
+import functools
 import hashlib
 import json
 import logging
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -214,8 +215,9 @@ def compile_rollout(prep: Prepared) -> Any:
 class PartialStore:
     """A job's finished micro-batches in ``folder`` (the job folder's ``partial/``), so that a killed job resumes
     at its next batch: one ``.npz`` per batch, written atomically, under a fingerprint of everything the batch's
-    results depend on (the config's hash, the batch size, the device count, the JAX and package versions, every
-    array the rollout takes: policy, level, delay law). Files under another fingerprint are removed, never read.
+    results depend on (the config's hash, the batch size, the device count, the JAX and package versions, the
+    rollout's source code, every array the rollout takes: policy, level, delay law). Files under another fingerprint
+    are removed, never read.
     """
 
     def __init__(self, folder: str | Path, prep: Prepared):
@@ -264,15 +266,35 @@ class PartialStore:
             np.savez(f, **arrays)
 
 
-def partial_fingerprint(prep: Prepared, batch: int) -> str:
-    """What a micro-batch's results depend on beyond its environment indices (``PartialStore``)."""
+# The source a micro-batch's results come from: the rollout, env, samplers, policy and delay laws (core/) and how a
+# job is prepared and batched (this file). An edit there between a kill and the resume starts the job's batches over.
+ROLLOUT_SOURCE = (Path(__file__).resolve().parent.parent / "core", Path(__file__).resolve())
+
+
+@functools.cache
+def code_digest(paths: Sequence[Path] = ROLLOUT_SOURCE) -> str:
+    """A hash of the ``.py`` files at ``paths`` (files, or folders read one level deep), by name and bytes; read once
+    per process (the code it runs is the code it imported)."""
+    h = hashlib.sha256()
+    for path in paths:
+        files = sorted(path.glob("*.py")) if path.is_dir() else [path]
+        for f in files:
+            h.update(f"{f.name}\0{f.stat().st_size}\0".encode())
+            h.update(f.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def partial_fingerprint(prep: Prepared, batch: int, code: str | None = None) -> str:
+    """What a micro-batch's results depend on beyond its environment indices (``PartialStore``); ``code``: the
+    rollout source's digest (``code_digest()`` when not given)."""
     import jax
 
     import rtc_sweep
     from rtc_sweep.sweep.config import config_hash
 
     what = {"config": config_hash(prep.cfg), "batch": batch, "devices": len(jax.devices()),
-            "jax": jax.__version__, "rtc_sweep": rtc_sweep.__version__}  # fmt: skip
+            "jax": jax.__version__, "rtc_sweep": rtc_sweep.__version__,
+            "code": code_digest() if code is None else code}  # fmt: skip
     h = hashlib.sha256(json.dumps(what, sort_keys=True).encode())
     arrays = (prep.params, prep.weak_params, prep.level.state, prep.env_params, prep.delay_arrays, prep.execute)
     for leaf in jax.tree.leaves(arrays):
