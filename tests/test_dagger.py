@@ -188,3 +188,23 @@ def test_dagger_config_composes_and_checks():
     assert runtime.optim.warmup_steps == 100 and runtime.population == 32
     with pytest.raises(ConfigError, match=r"task\.elite"):
         train_config.to_runtime(bad, "small")
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+def test_a_recording_is_read_at_its_own_precision(tmp_path, dtype):
+    """A float32 recording (task.obs_dtype=float32) is not rounded to float16 on its way into the fit; the fit's
+    stream keeps float32 when the re-plans' float16 states join it."""
+    from rtc_sweep.train.dagger import _load_data
+    from rtc_sweep.train.flow_bc import padded_stream
+
+    obs = np.linspace(-1.0, 1.0, 12, dtype=np.float64).reshape(4, 3) + 1e-4  # differs from its float16 rounding
+    path = tmp_path / "d.npz"
+    np.savez(path, obs=obs.astype(dtype), action=np.zeros((4, 2)), done=np.array([0, 1, 0, 1], bool))
+    data = _load_data(path)
+    want = np.float16 if dtype == np.float16 else np.float32
+    assert data.obs.dtype == want and data.action.dtype == np.float32
+    np.testing.assert_array_equal(data.obs, obs.astype(dtype).astype(want))
+    replans = (np.zeros((2, 3), np.float16), np.zeros((2, 2), np.float32), np.array([0, 1], bool))
+    stream, n = padded_stream([(data.obs, data.action, data.done), replans])
+    assert n == 6 and stream.obs.dtype == want
+    np.testing.assert_array_equal(np.asarray(stream.obs[:4]), data.obs)

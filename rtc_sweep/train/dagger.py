@@ -202,7 +202,7 @@ class Snapshots(NamedTuple):
 class Data(NamedTuple):
     """An env-major stream of whole episodes on the host (the fit's input, before padding)."""
 
-    obs: np.ndarray  # [N, O] float16
+    obs: np.ndarray  # [N, O] float16, or float32 for a float32 recording
     action: np.ndarray  # [N, A] float32
     done: np.ndarray  # [N] bool
 
@@ -419,8 +419,12 @@ def _score(cfg: DaggerConfig, solved: np.ndarray, length: np.ndarray, near: np.n
 
 
 def _load_data(path: Path) -> Data:
+    """A recording's stream, its observations at their stored precision: a float32 recording (``task=plan
+    task.obs_dtype=float32``) stays float32, so the fit's stream keeps it (the re-plans' own states are float16)."""
     with np.load(path) as f:
-        return Data(f["obs"].astype(np.float16), f["action"].astype(np.float32), f["done"].astype(bool))
+        obs = f["obs"]
+        obs = obs.astype(np.float16 if obs.dtype.itemsize <= 2 else np.float32)
+        return Data(obs, f["action"].astype(np.float32), f["done"].astype(bool))
 
 
 def _load_npz(path: Path) -> dict[str, np.ndarray]:
