@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import filecmp
+import functools
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -48,7 +49,6 @@ from rtc_sweep.report.results import SOLVED
 
 ROOT = Path(__file__).resolve().parents[1]
 CELLS = ROOT / "docs" / "paper_curve.csv"
-SHIPPED = ROOT / "rtc_sweep" / "checkpoints"
 FIGURE = ROOT / "docs" / "paper_curve.png"
 PRESET = ROOT / "rtc_sweep" / "conf" / "experiment" / "paper_delay_curve.yaml"
 COLUMNS = ("level", "model", "method", "d", "s", "episodes", "solved_episodes")
@@ -108,13 +108,15 @@ REQUIRED = {"delay_profile.mode": "fixed", "execute_policy.mode": "adaptive", "e
             "execute_policy.estimator": "oracle", "checkpoint": "shipped", "seed": 0}  # fmt: skip
 
 
-def shipped_or_path(checkpoint: object, level: str, model: object) -> str:
+@functools.cache
+def shipped_or_path(value: str, level: str, model: str) -> str:
     """``shipped`` for a checkpoint file whose bytes are the shipped policy of its level and model (a candidate
-    measured before it was moved into the package), else the value as it is."""
-    value = str(checkpoint)
-    shipped = SHIPPED / level / str(model) / "policy.pkl"
+    measured before it was moved into the package), else the value as it is; each file compared once."""
     if value in ("shipped", "random"):
         return value
+    from rtc_sweep.sweep.evaluate import CHECKPOINTS_DIR  # here, not at start-up: it brings in JAX (about 1.3 s)
+
+    shipped = CHECKPOINTS_DIR / level / model / "policy.pkl"
     given = Path(value).expanduser()
     found = next((p for p in (given, ROOT / given) if p.is_file()), None)
     if found is not None and shipped.is_file() and filecmp.cmp(found, shipped, shallow=False):
@@ -130,7 +132,7 @@ def sweep_cells(sweep: Path, cells: pd.DataFrame) -> pd.DataFrame:
     if rows.empty:
         raise ValueError(f"--add: {sweep} has no finished job (results.csv)")
     if "checkpoint" in rows.columns:
-        rows = rows.assign(checkpoint=[shipped_or_path(c, level, model) for c, level, model in
+        rows = rows.assign(checkpoint=[shipped_or_path(str(c), str(level), str(model)) for c, level, model in
                                        zip(rows["checkpoint"], rows["level"], rows["model"], strict=True)])  # fmt: skip
     for key, want in REQUIRED.items():
         got = sorted({str(v) for v in rows[key]}) if key in rows.columns else ["(absent)"]
